@@ -1,0 +1,284 @@
+//! DSSE v1 envelopes (github.com/secure-systems-lab/dsse, "envelope.md" and
+//! "protocol.md"): the signature covers PAE(payloadType, payload), never the JSON
+//! around it. Ed25519 only; `keyid` is the lowercase hex of the 32-byte public key.
+
+use crate::error::{Code, LedgerError, Result};
+use crate::event::{Event, PAYLOAD_TYPE};
+use crate::types::{EventId, KeyId};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signature as EdSignature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// One DSSE signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// A DSSE v1 envelope as it travels and as it is logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    #[serde(rename = "payloadType")]
+    pub payload_type: String,
+    /// Standard base64 of the payload bytes.
+    pub payload: String,
+    pub signatures: Vec<Signature>,
+}
+
+/// DSSE pre-authentication encoding: `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + payload_type.len() + 32);
+    out.extend_from_slice(b"DSSEv1 ");
+    out.extend_from_slice(payload_type.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload_type.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An envelope whose signature verified and whose payload parsed as an event.
+/// Only [`Envelope::open`] makes one, so holding one is proof of both.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub envelope: Envelope,
+    pub payload: Vec<u8>,
+    pub signer: KeyId,
+    pub event_id: EventId,
+    pub event: Event,
+}
+
+/// The signature parts of an envelope, decoded but not yet verified.
+struct Decoded {
+    payload: Vec<u8>,
+    key: VerifyingKey,
+    keyid: KeyId,
+    sig: EdSignature,
+}
+
+impl Envelope {
+    /// Signs `payload` as a Custody event.
+    pub fn sign(payload: &[u8], key: &SigningKey) -> Envelope {
+        let sig = key.sign(&pae(PAYLOAD_TYPE, payload));
+        Envelope {
+            payload_type: PAYLOAD_TYPE.to_owned(),
+            payload: B64.encode(payload),
+            signatures: vec![Signature {
+                keyid: hex::encode(key.verifying_key().as_bytes()),
+                sig: B64.encode(sig.to_bytes()),
+            }],
+        }
+    }
+
+    /// Parses envelope JSON, naming what is wrong with it.
+    pub fn from_json(bytes: &[u8]) -> Result<Envelope> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            LedgerError::new(Code::MalformedEnvelope, format!("not a DSSE envelope: {e}"))
+                .field("envelope")
+                .expected("{\"payloadType\", \"payload\" (base64), \"signatures\": [{\"keyid\", \"sig\"}]}")
+        })
+    }
+
+    /// Compact JSON, as it is written into an entry.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Infallible: plain strings only.
+        serde_json::to_vec(self).expect("envelope serialises")
+    }
+
+    fn decode(&self) -> Result<Decoded> {
+        if self.payload_type != PAYLOAD_TYPE {
+            return Err(LedgerError::new(
+                Code::MalformedEnvelope,
+                format!("payloadType is {:?}", self.payload_type),
+            )
+            .field("payloadType")
+            .expected(PAYLOAD_TYPE));
+        }
+        let payload = B64.decode(&self.payload).map_err(|e| {
+            LedgerError::new(Code::BadEncoding, format!("payload is not base64: {e}"))
+                .field("payload")
+                .expected("standard base64 (RFC 4648 §4, with padding)")
+        })?;
+        let [s] = self.signatures.as_slice() else {
+            return Err(LedgerError::new(
+                Code::MalformedEnvelope,
+                format!("{} signatures", self.signatures.len()),
+            )
+            .field("signatures")
+            .expected("exactly one signature"));
+        };
+        let keyid = KeyId::parse(&s.keyid).map_err(|e| {
+            LedgerError::new(Code::BadEncoding, format!("keyid: {e}"))
+                .field("signatures[0].keyid")
+                .expected("the signer's Ed25519 public key as 64 lowercase hex characters")
+        })?;
+        let key = VerifyingKey::from_bytes(&keyid.0).map_err(|_| {
+            LedgerError::new(Code::BadSignature, "keyid is not a valid Ed25519 public key")
+                .field("signatures[0].keyid")
+                .expected("a valid Ed25519 public key")
+        })?;
+        let sig_bytes = B64.decode(&s.sig).map_err(|e| {
+            LedgerError::new(Code::BadEncoding, format!("sig is not base64: {e}"))
+                .field("signatures[0].sig")
+                .expected("standard base64 of a 64-byte Ed25519 signature")
+        })?;
+        let sig = EdSignature::from_slice(&sig_bytes).map_err(|_| {
+            LedgerError::new(
+                Code::BadSignature,
+                format!("signature is {} bytes", sig_bytes.len()),
+            )
+            .field("signatures[0].sig")
+            .expected("a 64-byte Ed25519 signature")
+        })?;
+        Ok(Decoded {
+            payload,
+            key,
+            keyid,
+            sig,
+        })
+    }
+
+    fn finish(self, d: Decoded) -> Result<Opened> {
+        let event = Event::parse(&d.payload).map_err(|e| e.within("payload"))?;
+        Ok(Opened {
+            event_id: EventId::of_payload(&d.payload),
+            signer: d.keyid,
+            payload: d.payload,
+            envelope: self,
+            event,
+        })
+    }
+
+    /// Verifies the signature and parses the event (spec/envelope.md §Verification).
+    pub fn open(self) -> Result<Opened> {
+        let d = self.decode()?;
+        d.key
+            .verify_strict(&pae(PAYLOAD_TYPE, &d.payload), &d.sig)
+            .map_err(|_| bad_signature(&d.keyid))?;
+        self.finish(d)
+    }
+}
+
+fn bad_signature(keyid: &KeyId) -> LedgerError {
+    LedgerError::new(
+        Code::BadSignature,
+        format!("the signature does not verify for key {keyid}"),
+    )
+    .field("signatures[0].sig")
+    .expected("an Ed25519 signature over PAE(payloadType, payload) by the key named in keyid")
+}
+
+/// Opens many envelopes, spreading the signature checks over all cores and using
+/// Ed25519 batch verification inside each share; a failed batch is re-checked one by
+/// one so each envelope gets its own verdict.
+pub fn open_all(envelopes: Vec<Envelope>) -> Vec<Result<Opened>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if envelopes.len() < 16 || threads == 1 {
+        return open_chunk(envelopes);
+    }
+    let chunk = envelopes.len().div_ceil(threads);
+    let mut parts: Vec<Vec<Envelope>> = Vec::new();
+    let mut it = envelopes.into_iter().peekable();
+    while it.peek().is_some() {
+        parts.push(it.by_ref().take(chunk).collect());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|p| s.spawn(move || open_chunk(p)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a verifier thread is a bug in our code, not bad input.
+            .flat_map(|h| h.join().expect("verifier thread panicked"))
+            .collect()
+    })
+}
+
+fn open_chunk(envelopes: Vec<Envelope>) -> Vec<Result<Opened>> {
+    let decoded: Vec<Result<Decoded>> = envelopes.iter().map(|e| e.decode()).collect();
+    let ok: Vec<&Decoded> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
+    let messages: Vec<Vec<u8>> = ok.iter().map(|d| pae(PAYLOAD_TYPE, &d.payload)).collect();
+    let msg_refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    let sigs: Vec<EdSignature> = ok.iter().map(|d| d.sig).collect();
+    let keys: Vec<VerifyingKey> = ok.iter().map(|d| d.key).collect();
+    let batch_ok = !ok.is_empty() && ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_ok();
+    envelopes
+        .into_iter()
+        .zip(decoded)
+        .map(|(env, d)| {
+            let d = d?;
+            if !batch_ok {
+                d.key
+                    .verify_strict(&pae(PAYLOAD_TYPE, &d.payload), &d.sig)
+                    .map_err(|_| bad_signature(&d.keyid))?;
+            }
+            env.finish(d)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn payload() -> Vec<u8> {
+        br#"{"kind":"withdrawal","case":"c-1","claimed_at":"2026-11-01T10:00:00Z","body":{"reason":"settled"}}"#.to_vec()
+    }
+
+    #[test]
+    fn pae_matches_dsse_example() {
+        // The DSSE protocol document's worked example.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+    }
+
+    #[test]
+    fn signed_envelope_opens() {
+        let env = Envelope::sign(&payload(), &key(1));
+        let opened = env.open().unwrap();
+        assert_eq!(opened.signer.0, *key(1).verifying_key().as_bytes());
+        assert_eq!(opened.event_id, EventId::of_payload(&payload()));
+    }
+
+    #[test]
+    fn tampered_payload_fails_signature() {
+        let mut env = Envelope::sign(&payload(), &key(1));
+        let mut p = payload();
+        p[10] ^= 1;
+        env.payload = B64.encode(&p);
+        assert_eq!(env.open().unwrap_err().code, Code::BadSignature);
+    }
+
+    #[test]
+    fn signature_by_another_key_fails() {
+        let mut env = Envelope::sign(&payload(), &key(1));
+        env.signatures[0].keyid = hex::encode(key(2).verifying_key().as_bytes());
+        assert_eq!(env.open().unwrap_err().code, Code::BadSignature);
+    }
+
+    #[test]
+    fn batch_gives_each_envelope_its_verdict() {
+        let mut envs: Vec<Envelope> = (0..40).map(|i| Envelope::sign(&payload(), &key(i + 1))).collect();
+        envs[7].signatures[0].sig = envs[8].signatures[0].sig.clone();
+        let results = open_all(envs);
+        assert_eq!(results.len(), 40);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_ok(), i != 7, "envelope {i}");
+        }
+    }
+}

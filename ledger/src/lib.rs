@@ -1,0 +1,40 @@
+//! Custody's ledger: the functional core of a verifiable evidence log, plus its
+//! one storage adapter.
+//!
+//! Rooms (one job each):
+//! - [`types`]: validated newtypes (`Index`, `LeafHash`, `EventId`, `KeyId`, …).
+//! - [`event`]: the event payload, every kind's body, strict validation.
+//! - [`envelope`]: DSSE v1 envelopes, PAE, Ed25519 signing and verification.
+//! - [`entry`]: the leaf bytes `{"logged_at", "envelope"}` and their parsing.
+//! - [`tree`]: RFC 6962 hashing, proofs and C2SP tile paths, via `tlog_tiles`.
+//! - [`checkpoint`]: C2SP checkpoints signed as signed-notes, the log key.
+//! - [`roles`]: the actor registry and which role may emit which kind.
+//! - [`cases`]: the due-process state machine shared by append and audit.
+//! - [`replay`]: the rules applied to one entry at a given log state (shared by the
+//!   sequencer and the audit, so the two can never disagree).
+//! - [`bundle`]: self-contained evidence bundles and their offline verification.
+//! - `store` (feature `store`): the RocksDB store, the only module touching disk.
+//! - `sequencer` (feature `store`): validate → order → commit a group → checkpoint.
+//!
+//! Everything except `store` and `sequencer` builds without RocksDB and tokio, so a
+//! verifier stays small.
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod cases;
+pub mod checkpoint;
+pub mod entry;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod replay;
+pub mod roles;
+pub mod tree;
+pub mod types;
+
+#[cfg(feature = "store")]
+pub mod sequencer;
+#[cfg(feature = "store")]
+pub mod store;
+
+pub use error::{Code, LedgerError};

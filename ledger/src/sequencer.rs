@@ -1,0 +1,375 @@
+//! The sequencer: the one writer that orders the log (DESIGN.md §The write path).
+//!
+//! Callers open envelopes (signature checks run in the caller's thread, in parallel,
+//! before ordering) and hand them to [`Sequencer::submit`]. The sequencer thread
+//! drains its bounded queue into a group, judges each event against the log state
+//! (roles, refs, due process) in order, commits the group as ONE synced RocksDB write
+//! batch with ONE checkpoint signature, and only then answers every waiter. A
+//! refused event gets its error and never blocks or alters the others.
+
+use crate::cases::{CaseState, Rules};
+use crate::checkpoint::SignedCheckpoint;
+use crate::entry::{self, format_time};
+use crate::envelope::Opened;
+use crate::error::{Code, LedgerError, Result};
+use crate::replay::{judge, LogView};
+use crate::roles::Actor;
+use crate::store::{NewEntry, Store};
+use crate::tree;
+use crate::types::{CaseId, EventId, Index, KeyId, LeafHash, RootHash, TreeSize};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// What an appender gets back: where its event is and the proof that it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub index: Index,
+    pub leaf_hash: LeafHash,
+    pub event_id: EventId,
+    pub logged_at: String,
+    pub tree_size: TreeSize,
+    /// The signed checkpoint note the proof leads to.
+    pub checkpoint: String,
+    pub inclusion_proof: Vec<RootHash>,
+}
+
+/// Called once with one result per submitted item, in order.
+pub type Reply = Box<dyn FnOnce(Vec<Result<(Receipt, bool)>>) + Send>;
+
+struct Job {
+    items: Vec<Result<Opened>>,
+    reply: Reply,
+}
+
+/// Sequencer tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Most events in one group (one fsync, one checkpoint).
+    pub max_group: usize,
+    /// Requests that may wait in the queue before submitters are told to back off.
+    pub queue_capacity: usize,
+    pub rules: Rules,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_group: 4096,
+            queue_capacity: 1024,
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// Counters the node exports as metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub groups: std::sync::atomic::AtomicU64,
+    pub appended: std::sync::atomic::AtomicU64,
+    pub duplicates: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Sum of commit latencies in microseconds.
+    pub commit_micros: std::sync::atomic::AtomicU64,
+    /// Commit latency histogram: counts of commits ≤ each bound in [`LATENCY_BOUNDS_MS`].
+    pub commit_buckets: [std::sync::atomic::AtomicU64; LATENCY_BOUNDS_MS.len()],
+    /// Group size histogram: counts of groups ≤ each bound in [`GROUP_BOUNDS`].
+    pub group_buckets: [std::sync::atomic::AtomicU64; GROUP_BOUNDS.len()],
+}
+
+pub const LATENCY_BOUNDS_MS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 1000.0];
+pub const GROUP_BOUNDS: [u64; 7] = [1, 4, 16, 64, 256, 1024, 4096];
+
+pub struct Sequencer {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+}
+
+impl Sequencer {
+    pub fn start(store: Arc<Store>, config: Config) -> Sequencer {
+        let (tx, rx) = sync_channel(config.queue_capacity.max(1));
+        let stats = Arc::new(Stats::default());
+        let worker = Worker {
+            store: store.clone(),
+            config,
+            stats: stats.clone(),
+            last_logged: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("custody-sequencer".into())
+            .spawn(move || worker.run(rx))
+            .expect("spawning the sequencer thread");
+        Sequencer {
+            tx: Some(tx),
+            thread: Some(thread),
+            store,
+            stats,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Queues opened envelopes (or the errors from opening them, so each keeps its
+    /// place in the reply). Refuses with `Overloaded` when the queue is full.
+    pub fn submit(&self, items: Vec<Result<Opened>>, reply: Reply) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(|| {
+            LedgerError::new(Code::Overloaded, "the log is shutting down").expected("retry on the restarted node")
+        })?;
+        tx.try_send(Job { items, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => LedgerError::new(
+                Code::Overloaded,
+                "the append queue is full",
+            )
+            .expected("retry after a short wait (Retry-After)"),
+            TrySendError::Disconnected(_) => LedgerError::new(Code::Storage, "the sequencer stopped")
+                .expected("restart the node; check its log for the cause"),
+        })
+    }
+
+    /// Submits and waits (for tools and tests that are not async).
+    pub fn append_blocking(&self, items: Vec<Result<Opened>>) -> Result<Vec<Result<(Receipt, bool)>>> {
+        let (tx, rx) = sync_channel(1);
+        self.submit(
+            items,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.recv()
+            .map_err(|_| LedgerError::new(Code::Storage, "the sequencer stopped before answering"))
+    }
+
+    /// Stops taking work, finishes every queued group, and joins the thread.
+    pub fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sequencer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker {
+    store: Arc<Store>,
+    config: Config,
+    stats: Arc<Stats>,
+    last_logged: Option<DateTime<Utc>>,
+}
+
+/// The store as seen by an event in the middle of a group: earlier events of the
+/// same group are visible.
+struct GroupView<'a> {
+    store: &'a Store,
+    entries: HashMap<Index, Vec<u8>>,
+    actors: HashMap<KeyId, Actor>,
+    cases: HashMap<CaseId, CaseState>,
+}
+
+impl LogView for GroupView<'_> {
+    fn entry_bytes(&self, index: Index) -> Result<Option<Vec<u8>>> {
+        match self.entries.get(&index) {
+            Some(b) => Ok(Some(b.clone())),
+            None => self.store.entry_bytes(index),
+        }
+    }
+    fn actor(&self, key: &KeyId) -> Result<Option<Actor>> {
+        match self.actors.get(key) {
+            Some(a) => Ok(Some(a.clone())),
+            None => self.store.actor(key),
+        }
+    }
+    fn case(&self, id: &CaseId) -> Result<Option<CaseState>> {
+        match self.cases.get(id) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.store.case(id),
+        }
+    }
+}
+
+enum Slot {
+    Refused(LedgerError),
+    New(usize, EventId),
+    Duplicate(Index, EventId),
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut n = first.items.len();
+            let mut jobs = vec![first];
+            while n < self.config.max_group {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.items.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.group(jobs);
+        }
+    }
+
+    fn group(&mut self, jobs: Vec<Job>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        // logged_at never goes backwards, even if the wall clock does.
+        let now = Utc::now();
+        let logged_at = match self.last_logged {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.last_logged = Some(logged_at);
+        let store = self.store.clone();
+        let start = store.size();
+        let mut view = GroupView {
+            store: &store,
+            entries: HashMap::new(),
+            actors: HashMap::new(),
+            cases: HashMap::new(),
+        };
+        let mut new: Vec<NewEntry> = Vec::new();
+        let mut in_group: HashMap<EventId, usize> = HashMap::new();
+        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut js = Vec::with_capacity(job.items.len());
+            for item in job.items {
+                js.push(self.place(item, start, logged_at, &mut view, &mut new, &mut in_group));
+            }
+            slots.push(js);
+            replies.push(job.reply);
+        }
+        let committed: Result<Option<SignedCheckpoint>> = if new.is_empty() {
+            Ok(None)
+        } else {
+            let count = new.len() as u64;
+            store.commit(new).map(|(cp, _)| {
+                self.stats.groups.fetch_add(1, Relaxed);
+                self.stats.appended.fetch_add(count, Relaxed);
+                if let Some(b) = GROUP_BOUNDS.iter().position(|&b| count <= b) {
+                    self.stats.group_buckets[b].fetch_add(1, Relaxed);
+                }
+                Some(cp)
+            })
+        };
+        let elapsed = started.elapsed();
+        if committed.as_ref().is_ok_and(|c| c.is_some()) {
+            self.stats
+                .commit_micros
+                .fetch_add(elapsed.as_micros() as u64, Relaxed);
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            if let Some(b) = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b) {
+                self.stats.commit_buckets[b].fetch_add(1, Relaxed);
+            }
+        }
+        let cp = match &committed {
+            Ok(Some(cp)) => cp.clone(),
+            _ => store.checkpoint(),
+        };
+        for (js, reply) in slots.into_iter().zip(replies) {
+            let results = js
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Refused(e) => {
+                        self.stats.refused.fetch_add(1, Relaxed);
+                        Err(e)
+                    }
+                    Slot::New(i, id) => match &committed {
+                        Ok(_) => receipt(&store, &cp, start + i as u64, id).map(|r| (r, false)),
+                        Err(e) => Err(e.clone()),
+                    },
+                    Slot::Duplicate(index, id) => {
+                        self.stats.duplicates.fetch_add(1, Relaxed);
+                        receipt(&store, &cp, index, id).map(|r| (r, true))
+                    }
+                })
+                .collect();
+            reply(results);
+        }
+    }
+
+    fn place(
+        &self,
+        item: Result<Opened>,
+        start: Index,
+        logged_at: DateTime<Utc>,
+        view: &mut GroupView<'_>,
+        new: &mut Vec<NewEntry>,
+        in_group: &mut HashMap<EventId, usize>,
+    ) -> Slot {
+        let opened = match item {
+            Ok(o) => o,
+            Err(e) => return Slot::Refused(e),
+        };
+        if let Some(&i) = in_group.get(&opened.event_id) {
+            return Slot::New(i, opened.event_id);
+        }
+        match view.store.index_of_event(&opened.event_id) {
+            Ok(Some(index)) => return Slot::Duplicate(index, opened.event_id),
+            Ok(None) => {}
+            Err(e) => return Slot::Refused(e),
+        }
+        let index = start + new.len() as u64;
+        let effects = match judge(&*view, index, logged_at, &opened, &self.config.rules) {
+            Ok(e) => e,
+            Err(e) => return Slot::Refused(e),
+        };
+        let bytes = entry::encode(logged_at, &opened.envelope);
+        if bytes.len() > entry::MAX_ENTRY_BYTES {
+            return Slot::Refused(
+                LedgerError::new(Code::TooLarge, format!("the entry would be {} bytes", bytes.len()))
+                    .field("payload")
+                    .expected(format!("an envelope whose entry fits {} bytes", entry::MAX_ENTRY_BYTES)),
+            );
+        }
+        if let Some(a) = &effects.actor {
+            view.actors.insert(a.key, a.clone());
+        }
+        if let Some(c) = &effects.case {
+            view.cases.insert(c.id.clone(), c.clone());
+        }
+        view.entries.insert(index, bytes.clone());
+        let slot = new.len();
+        in_group.insert(opened.event_id, slot);
+        new.push(NewEntry {
+            bytes,
+            event_id: opened.event_id,
+            case: effects.case,
+            actor: effects.actor,
+        });
+        Slot::New(slot, opened.event_id)
+    }
+}
+
+/// A receipt for entry `index` with its inclusion proof against `cp`.
+pub fn receipt(store: &Store, cp: &SignedCheckpoint, index: Index, event_id: EventId) -> Result<Receipt> {
+    let bytes = store
+        .entry(index)?
+        .ok_or_else(|| LedgerError::corrupt(format!("entry {index} is missing")))?;
+    let entry = entry::Entry::parse(&bytes)?;
+    Ok(Receipt {
+        index,
+        leaf_hash: entry::leaf_hash(&bytes),
+        event_id,
+        logged_at: format_time(entry.logged_at),
+        tree_size: cp.size,
+        checkpoint: cp.note.clone(),
+        inclusion_proof: tree::prove_inclusion(index, cp.size, store)?,
+    })
+}

@@ -1,0 +1,448 @@
+//! The RocksDB store: the only module that touches disk (spec/storage.md).
+//!
+//! One key space, one-byte prefixes:
+//! - `e`+index → entry bytes (verbatim)         - `h`+stored-hash index → 32-byte hash
+//! - `d`+event_id → index (de-duplication)      - `l`+leaf hash → index
+//! - `c`+size → checkpoint note (history)       - `a`+key → actor (JSON)
+//! - `s`+case → case state (JSON)               - `b`+blake3 → blob bytes
+//! - `m` → latest checkpoint size
+//!
+//! Every group of entries is written as ONE write batch with a synced WAL, so a
+//! crash leaves either the whole group (and its checkpoint) or none of it.
+
+use crate::cases::CaseState;
+use crate::checkpoint::{CheckpointVerifier, LogKey, SignedCheckpoint};
+use crate::entry::{self, leaf_hash};
+use crate::envelope::Envelope;
+use crate::error::{LedgerError, Result};
+use crate::event::{Body, Event, Genesis, Kind};
+use crate::roles::Actor;
+use crate::tree;
+use crate::types::{BlobId, CaseId, EventId, Index, KeyId, LeafHash, RootHash, TreeSize};
+use chrono::Utc;
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use tlog_tiles::{Hash, HashReader};
+
+const KEY_FILE: &str = "log.key";
+const DB_DIR: &str = "db";
+const META_SIZE: &[u8] = b"m";
+
+fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + id.len());
+    v.push(prefix);
+    v.extend_from_slice(id);
+    v
+}
+fn ku(prefix: u8, n: u64) -> Vec<u8> {
+    k(prefix, &n.to_be_bytes())
+}
+fn be(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// One entry ready to be committed.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub bytes: Vec<u8>,
+    pub event_id: EventId,
+    pub case: Option<CaseState>,
+    pub actor: Option<Actor>,
+}
+
+/// A committed entry's place in the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    pub index: Index,
+    pub leaf_hash: LeafHash,
+}
+
+pub struct Store {
+    db: DB,
+    dir: PathBuf,
+    key: LogKey,
+    verifier: CheckpointVerifier,
+    checkpoint: RwLock<SignedCheckpoint>,
+    actors: RwLock<HashMap<KeyId, Actor>>,
+    /// Serialises commits: one writer orders the log.
+    commit_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({}, size {})", self.dir.display(), self.size())
+    }
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Keep file handles bounded on machines with a low ulimit.
+    o.set_max_open_files(512);
+    o
+}
+
+fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+impl Store {
+    /// Creates a new log in `dir`: the log key (0600), the database, and entry 0,
+    /// the genesis recording `origin` and the admin key. Refuses a non-empty dir.
+    pub fn init(dir: &Path, origin: &str, admin: KeyId) -> Result<Store> {
+        if dir.join(KEY_FILE).exists() || dir.join(DB_DIR).exists() {
+            return Err(LedgerError::storage(format!(
+                "{} already holds a log; choose an empty directory or serve the existing one",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LedgerError::storage(format!("creating {}: {e}", dir.display())))?;
+        let key = LogKey::generate(origin)?;
+        let genesis = Event {
+            kind: Kind::Genesis,
+            case: None,
+            claimed_at: Utc::now(),
+            refs: vec![],
+            attachments: vec![],
+            body: Body::Genesis(Genesis {
+                origin: origin.to_owned(),
+                admin_key: admin,
+                log_vkey: key.vkey(),
+            }),
+        };
+        let env = Envelope::sign(&genesis.to_payload(), key.signing_key());
+        let opened = env.open()?;
+        let db = DB::open(&db_options(), dir.join(DB_DIR)).map_err(LedgerError::storage)?;
+        let verifier = CheckpointVerifier::new(&key.vkey())?;
+        let empty = key.sign(0, tree::EMPTY_HASH.into())?;
+        let store = Store {
+            db,
+            dir: dir.to_owned(),
+            key,
+            verifier,
+            checkpoint: RwLock::new(empty),
+            actors: RwLock::new(HashMap::new()),
+            commit_lock: Mutex::new(()),
+        };
+        let now = Utc::now();
+        let effects =
+            crate::replay::judge(&store, 0, now, &opened, &crate::cases::Rules::default())?;
+        store.commit(vec![NewEntry {
+            bytes: entry::encode(now, &opened.envelope),
+            event_id: opened.event_id,
+            case: None,
+            actor: effects.actor,
+        }])?;
+        // The key file is written last: a directory with a key is a complete log.
+        store.key.create(&dir.join(KEY_FILE))?;
+        Ok(store)
+    }
+
+    /// Opens an existing log and checks it: the latest checkpoint verifies with the
+    /// log key, the stored tree has exactly that root, and no entry lies beyond it.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let key_path = dir.join(KEY_FILE);
+        if !key_path.exists() {
+            return Err(LedgerError::storage(format!(
+                "{} holds no log (no {KEY_FILE}); create one with `custody-node init`",
+                dir.display()
+            )));
+        }
+        let key = LogKey::load(&key_path)?;
+        let verifier = CheckpointVerifier::new(&key.vkey())?;
+        let mut o = db_options();
+        o.create_if_missing(false);
+        let db = DB::open(&o, dir.join(DB_DIR)).map_err(LedgerError::storage)?;
+        let size = db
+            .get(META_SIZE)
+            .map_err(LedgerError::storage)?
+            .and_then(|v| be(&v))
+            .ok_or_else(|| LedgerError::corrupt("the store has no checkpoint"))?;
+        let note = db
+            .get(ku(b'c', size))
+            .map_err(LedgerError::storage)?
+            .ok_or_else(|| LedgerError::corrupt(format!("checkpoint for size {size} is missing")))?;
+        let note = String::from_utf8(note)
+            .map_err(|_| LedgerError::corrupt("the stored checkpoint is not UTF-8"))?;
+        let checkpoint = verifier.verify(&note).map_err(|e| {
+            LedgerError::corrupt(format!("the stored checkpoint does not verify with the log key: {e}"))
+        })?;
+        if checkpoint.size != size {
+            return Err(LedgerError::corrupt(format!(
+                "the stored checkpoint says size {}, the store says {size}",
+                checkpoint.size
+            )));
+        }
+        let mut actors = HashMap::new();
+        for item in db.prefix_iterator([b'a']) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            if k.first() != Some(&b'a') {
+                break;
+            }
+            let a: Actor = serde_json::from_slice(&v)
+                .map_err(|e| LedgerError::corrupt(format!("actor record: {e}")))?;
+            actors.insert(a.key, a);
+        }
+        let store = Store {
+            db,
+            dir: dir.to_owned(),
+            key,
+            verifier,
+            checkpoint: RwLock::new(checkpoint),
+            actors: RwLock::new(actors),
+            commit_lock: Mutex::new(()),
+        };
+        store.check_tree()?;
+        Ok(store)
+    }
+
+    fn check_tree(&self) -> Result<()> {
+        let cp = self.checkpoint();
+        let size = cp.size;
+        let root = tree::root(size, self)?;
+        if root != cp.root {
+            return Err(LedgerError::corrupt(format!(
+                "the stored tree of size {size} has root {root}, but the last signed checkpoint says {}",
+                cp.root
+            )));
+        }
+        if size > 0 {
+            let last = self
+                .entry(size - 1)?
+                .ok_or_else(|| LedgerError::corrupt(format!("entry {} is missing", size - 1)))?;
+            let stored = self.leaf_hash(size - 1)?;
+            if Some(leaf_hash(&last)) != stored {
+                return Err(LedgerError::corrupt(format!(
+                    "entry {} does not hash to its stored leaf hash: its bytes were altered",
+                    size - 1
+                )));
+            }
+        }
+        if self.entry(size)?.is_some() {
+            return Err(LedgerError::corrupt(format!(
+                "entry {size} exists beyond the checkpoint of size {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn origin(&self) -> &str {
+        self.key.origin()
+    }
+    pub fn vkey(&self) -> String {
+        self.key.vkey()
+    }
+    pub fn size(&self) -> TreeSize {
+        self.checkpoint.read().expect("checkpoint lock").size
+    }
+    /// The latest signed checkpoint; every entry below its size is durable.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.checkpoint.read().expect("checkpoint lock").clone()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get(key).map_err(LedgerError::storage)
+    }
+
+    /// Entry bytes, exactly as logged.
+    pub fn entry(&self, index: Index) -> Result<Option<Vec<u8>>> {
+        self.get(&ku(b'e', index))
+    }
+
+    /// The stored leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: Index) -> Result<Option<LeafHash>> {
+        Ok(self
+            .get(&ku(b'h', tlog_tiles::stored_hash_index(0, index)))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+            .map(LeafHash))
+    }
+
+    pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
+        Ok(self.get(&k(b'd', &id.0))?.and_then(|v| be(&v)))
+    }
+
+    pub fn index_of_leaf(&self, h: &LeafHash) -> Result<Option<Index>> {
+        Ok(self.get(&k(b'l', &h.0))?.and_then(|v| be(&v)))
+    }
+
+    /// A checkpoint the log published at exactly `size`, if any.
+    pub fn checkpoint_at(&self, size: TreeSize) -> Result<Option<String>> {
+        Ok(self
+            .get(&ku(b'c', size))?
+            .and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    pub fn actors(&self) -> Vec<Actor> {
+        self.actors.read().expect("actors lock").values().cloned().collect()
+    }
+
+    pub fn case_state(&self, id: &CaseId) -> Result<Option<CaseState>> {
+        match self.get(&k(b's', id.as_str().as_bytes()))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| LedgerError::corrupt(format!("case {id}: {e}"))),
+        }
+    }
+
+    /// Every case state (for read models and stats).
+    pub fn case_states(&self) -> Result<Vec<CaseState>> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator([b's']) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            if k.first() != Some(&b's') {
+                break;
+            }
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| LedgerError::corrupt(format!("case record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<BlobId> {
+        let id = BlobId::of(bytes);
+        self.db
+            .put_opt(k(b'b', &id.0), bytes, &synced())
+            .map_err(LedgerError::storage)?;
+        Ok(id)
+    }
+
+    pub fn blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        self.get(&k(b'b', &id.0))
+    }
+
+    /// Commits a group: assigns indices from the current size, writes entries,
+    /// stored hashes, de-dup and leaf indexes, actor and case changes and the new
+    /// signed checkpoint in ONE synced write batch.
+    pub fn commit(&self, group: Vec<NewEntry>) -> Result<(SignedCheckpoint, Vec<Placed>)> {
+        let _writer = self.commit_lock.lock().expect("commit lock");
+        let start = self.size();
+        let mut pending = PendingHashes {
+            store: self,
+            new: HashMap::new(),
+        };
+        let mut batch = WriteBatch::default();
+        let mut placed = Vec::with_capacity(group.len());
+        let mut actors = Vec::new();
+        for (i, e) in group.into_iter().enumerate() {
+            let index = start + i as u64;
+            if e.bytes.len() > entry::MAX_ENTRY_BYTES {
+                return Err(LedgerError::new(
+                    crate::error::Code::TooLarge,
+                    format!("entry {index} would be {} bytes", e.bytes.len()),
+                )
+                .expected(format!("at most {} bytes per entry", entry::MAX_ENTRY_BYTES)));
+            }
+            let leaf = leaf_hash(&e.bytes);
+            let hashes = tlog_tiles::stored_hashes_for_record_hash(index, leaf.into(), &pending)
+                .map_err(|err| LedgerError::storage(format!("computing tree hashes: {err}")))?;
+            let first = tlog_tiles::stored_hash_index(0, index);
+            for (j, h) in hashes.into_iter().enumerate() {
+                pending.new.insert(first + j as u64, h);
+            }
+            batch.put(ku(b'e', index), &e.bytes);
+            batch.put(k(b'd', &e.event_id.0), index.to_be_bytes());
+            batch.put(k(b'l', &leaf.0), index.to_be_bytes());
+            if let Some(a) = e.actor {
+                batch.put(k(b'a', &a.key.0), serde_json::to_vec(&a).expect("actor serialises"));
+                actors.push(a);
+            }
+            if let Some(c) = e.case {
+                batch.put(
+                    k(b's', c.id.as_str().as_bytes()),
+                    serde_json::to_vec(&c).expect("case serialises"),
+                );
+            }
+            placed.push(Placed { index, leaf_hash: leaf });
+        }
+        let size = start + placed.len() as u64;
+        let root: RootHash = tree::root(size, &pending)?;
+        for (idx, h) in &pending.new {
+            batch.put(ku(b'h', *idx), h.0);
+        }
+        let cp = self.key.sign(size, root)?;
+        batch.put(ku(b'c', size), cp.note.as_bytes());
+        batch.put(META_SIZE, size.to_be_bytes());
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(LedgerError::storage)?;
+        let mut known = self.actors.write().expect("actors lock");
+        for a in actors {
+            known.insert(a.key, a);
+        }
+        *self.checkpoint.write().expect("checkpoint lock") = cp.clone();
+        Ok((cp, placed))
+    }
+
+    /// Verifies a checkpoint note with this log's key.
+    pub fn verify_checkpoint(&self, note: &str) -> Result<SignedCheckpoint> {
+        self.verifier.verify(note)
+    }
+}
+
+/// Stored hashes of the store plus those computed for the group being committed.
+struct PendingHashes<'a> {
+    store: &'a Store,
+    new: HashMap<u64, Hash>,
+}
+
+impl HashReader for PendingHashes<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
+        let missing: Vec<u64> = indexes
+            .iter()
+            .copied()
+            .filter(|i| !self.new.contains_key(i))
+            .collect();
+        let mut from_db = self.store.read_hashes(&missing)?.into_iter();
+        Ok(indexes
+            .iter()
+            .map(|i| match self.new.get(i) {
+                Some(h) => *h,
+                // Infallible: one hash was read for each missing index, in order.
+                None => from_db.next().expect("one hash per missing index"),
+            })
+            .collect())
+    }
+}
+
+impl HashReader for Store {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
+        let keys: Vec<Vec<u8>> = indexes.iter().map(|i| ku(b'h', *i)).collect();
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| match r {
+                Ok(Some(v)) => <[u8; 32]>::try_from(v.as_slice())
+                    .map(Hash)
+                    .map_err(|_| tlog_tiles::Error::MalformedHash),
+                _ => Err(tlog_tiles::Error::IndexesNotInTree),
+            })
+            .collect()
+    }
+}
+
+impl crate::replay::LogView for Store {
+    fn entry_bytes(&self, index: Index) -> Result<Option<Vec<u8>>> {
+        if index >= self.size() {
+            return Ok(None);
+        }
+        self.entry(index)
+    }
+    fn actor(&self, key: &KeyId) -> Result<Option<Actor>> {
+        Ok(self.actors.read().expect("actors lock").get(key).cloned())
+    }
+    fn case(&self, id: &CaseId) -> Result<Option<CaseState>> {
+        self.case_state(id)
+    }
+}
