@@ -38,17 +38,23 @@ fn scan(serial: u64) -> Vec<u8> {
 
 fn signed(from: u64, n: u64) -> Vec<Envelope> {
     let k = SigningKey::from_bytes(&BRAND);
-    (from..from + n).map(|i| Envelope::sign(&scan(i), &k)).collect()
+    (from..from + n)
+        .map(|i| Envelope::sign(&scan(i), &k))
+        .collect()
 }
 
 fn limit(c: &mut Criterion) {
     let mut g = c.benchmark_group("ed25519_verify");
-    let keys: Vec<SigningKey> = (0..64u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+    let keys: Vec<SigningKey> = (0..64u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect();
     let msgs: Vec<Vec<u8>> = (0..64).map(|i| pae(PAYLOAD_TYPE, &scan(i))).collect();
     let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
     let vks: Vec<_> = keys.iter().map(|k| k.verifying_key()).collect();
     g.throughput(Throughput::Elements(1));
-    g.bench_function("single", |b| b.iter(|| vks[0].verify_strict(&msgs[0], &sigs[0]).unwrap()));
+    g.bench_function("single", |b| {
+        b.iter(|| vks[0].verify_strict(&msgs[0], &sigs[0]).unwrap())
+    });
     g.throughput(Throughput::Elements(64));
     g.bench_function("batch_64", |b| {
         let m: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
@@ -59,7 +65,13 @@ fn limit(c: &mut Criterion) {
     let mut g = c.benchmark_group("envelope_open");
     let envs = signed(0, 1024);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("single", |b| b.iter_batched(|| envs[0].clone(), |e| e.open().unwrap(), BatchSize::SmallInput));
+    g.bench_function("single", |b| {
+        b.iter_batched(
+            || envs[0].clone(),
+            |e| e.open().unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     g.throughput(Throughput::Elements(1024));
     g.bench_function("batch_1024_all_cores", |b| {
         b.iter_batched(|| envs.clone(), open_all, BatchSize::LargeInput)
@@ -70,7 +82,12 @@ fn limit(c: &mut Criterion) {
 fn fresh_store() -> (tempfile::TempDir, Arc<Store>) {
     let dir = tempfile::tempdir().unwrap();
     let admin = SigningKey::from_bytes(&ADMIN);
-    let store = Store::init(dir.path(), "custody.example/bench", KeyId(admin.verifying_key().to_bytes())).unwrap();
+    let store = Store::init(
+        dir.path(),
+        "custody.example/bench",
+        KeyId(admin.verifying_key().to_bytes()),
+    )
+    .unwrap();
     (dir, Arc::new(store))
 }
 
@@ -82,7 +99,8 @@ fn register(seq: &Sequencer) {
         "body": {"key": hex::encode(brand.verifying_key().as_bytes()), "name": "bench", "org": "Bench", "roles": ["brand"]}
     }))
     .unwrap();
-    seq.append_blocking(open_all(vec![Envelope::sign(&p, &admin)])).unwrap();
+    seq.append_blocking(open_all(vec![Envelope::sign(&p, &admin)]))
+        .unwrap();
 }
 
 fn durable_append(c: &mut Criterion) {
@@ -124,14 +142,24 @@ fn big_store(n: u64) -> Store {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let admin = SigningKey::from_bytes(&ADMIN);
-    let store = Store::init(&dir, "custody.example/bench-proofs", KeyId(admin.verifying_key().to_bytes())).unwrap();
+    let store = Store::init(
+        &dir,
+        "custody.example/bench-proofs",
+        KeyId(admin.verifying_key().to_bytes()),
+    )
+    .unwrap();
     let mut i = store.size();
     eprintln!("building a {n}-entry store in {} (once)…", dir.display());
     while i < n {
         let chunk: Vec<NewEntry> = (i..(i + 10_000).min(n))
             .map(|j| {
                 let bytes = format!("{{\"synthetic\":{j}}}").into_bytes();
-                NewEntry { event_id: EventId::of_payload(&bytes), bytes, case: None, actor: None }
+                NewEntry {
+                    event_id: EventId::of_payload(&bytes),
+                    bytes,
+                    case: None,
+                    actor: None,
+                }
             })
             .collect();
         i += chunk.len() as u64;
@@ -160,7 +188,9 @@ fn proofs(c: &mut Criterion) {
         })
     });
     let t = TileRef::parse("0/x001/234").unwrap();
-    g.bench_function("hash_tile_read", |b| b.iter(|| tree::hash_tile_bytes(&t, &store).unwrap()));
+    g.bench_function("hash_tile_read", |b| {
+        b.iter(|| tree::hash_tile_bytes(&t, &store).unwrap())
+    });
     g.finish();
 }
 

@@ -36,6 +36,10 @@ pub struct Bundle {
     pub log_vkey: String,
     pub checkpoint: String,
     pub subject: Index,
+    /// The due-process parameters the log declares (clock skew, platform window);
+    /// replay uses them, always enforcing.
+    #[serde(default)]
+    pub rules: Rules,
     pub entries: Vec<BundleEntry>,
 }
 
@@ -73,24 +77,26 @@ fn fail(detail: String) -> LedgerError {
 impl Bundle {
     pub fn parse(bytes: &[u8]) -> Result<Bundle> {
         let b: Bundle = serde_json::from_slice(bytes).map_err(|e| {
-            LedgerError::new(Code::MalformedEnvelope, format!("not an evidence bundle: {e}"))
-                .expected(format!("a {FORMAT} JSON document from `custody bundle`"))
+            LedgerError::new(
+                Code::MalformedEnvelope,
+                format!("not an evidence bundle: {e}"),
+            )
+            .expected(format!("a {FORMAT} JSON document from `custody bundle`"))
         })?;
         if b.format != FORMAT {
-            return Err(LedgerError::new(Code::MalformedEnvelope, format!("format is {:?}", b.format))
-                .field("format")
-                .expected(FORMAT));
+            return Err(LedgerError::new(
+                Code::MalformedEnvelope,
+                format!("format is {:?}", b.format),
+            )
+            .field("format")
+            .expected(FORMAT));
         }
         Ok(b)
     }
 
     /// Verifies everything with no network, trusting only `log_vkey`. `blob` returns
     /// an attachment's bytes by its BLAKE3 hex, if the verifier has them.
-    pub fn verify(
-        &self,
-        log_vkey: &str,
-        blob: &dyn Fn(&str) -> Option<Vec<u8>>,
-    ) -> Result<Report> {
+    pub fn verify(&self, log_vkey: &str, blob: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<Report> {
         if self.log_vkey.trim() != log_vkey.trim() {
             return Err(fail(format!(
                 "the bundle names log key {:?}, not the trusted key {:?}",
@@ -99,23 +105,34 @@ impl Bundle {
         }
         let verifier = CheckpointVerifier::new(log_vkey)?;
         let cp: SignedCheckpoint = verifier.verify(&self.checkpoint)?;
+        if self.origin != cp.origin {
+            return Err(fail(format!(
+                "the bundle says origin {:?}, its checkpoint {:?}",
+                self.origin, cp.origin
+            )));
+        }
         let mut decoded: BTreeMap<Index, Vec<u8>> = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             let bytes = B64.decode(&e.entry).map_err(|err| {
-                fail(format!("entries[{i}] (index {}): entry is not base64: {err}", e.index))
+                fail(format!(
+                    "entries[{i}] (index {}): entry is not base64: {err}",
+                    e.index
+                ))
             })?;
             let leaf = leaf_hash(&bytes);
-            tree::verify_inclusion(&e.inclusion_proof, cp.size, cp.root, e.index, leaf).map_err(|err| {
-                fail(format!("entry {}: {}", e.index, err.detail))
-            })?;
+            tree::verify_inclusion(&e.inclusion_proof, cp.size, cp.root, e.index, leaf)
+                .map_err(|err| fail(format!("entry {}: {}", e.index, err.detail)))?;
             if decoded.insert(e.index, bytes).is_some() {
                 return Err(fail(format!("entry {} appears twice", e.index)));
             }
         }
         if !decoded.contains_key(&self.subject) {
-            return Err(fail(format!("the subject entry {} is not in the bundle", self.subject)));
+            return Err(fail(format!(
+                "the subject entry {} is not in the bundle",
+                self.subject
+            )));
         }
-        let mut replay = Replayer::new(Rules::default());
+        let mut replay = Replayer::new(self.rules);
         let mut lines = Vec::new();
         let mut attachments_checked = 0;
         for (&index, bytes) in &decoded {
@@ -125,6 +142,14 @@ impl Bundle {
                 e
             })?;
             let ev = &r.opened.event;
+            if let crate::event::Body::Genesis(g) = &ev.body {
+                if g.log_vkey.trim() != log_vkey.trim() || g.origin != cp.origin {
+                    return Err(fail(format!(
+                        "the genesis entry names log {} with key {}, not the trusted {} with key {log_vkey}",
+                        g.origin, g.log_vkey, cp.origin
+                    )));
+                }
+            }
             for a in &ev.attachments {
                 if let Some(data) = blob(&a.blake3.to_hex()) {
                     let got = crate::types::BlobId::of(&data);
@@ -146,7 +171,9 @@ impl Bundle {
                 kind: ev.kind.as_str().to_owned(),
                 case: ev.case.as_ref().map(|c| c.to_string()),
                 signer: r.opened.signer,
-                signer_name: actor.map(|a| a.name.clone()).unwrap_or_else(|| "the log".into()),
+                signer_name: actor
+                    .map(|a| a.name.clone())
+                    .unwrap_or_else(|| "the log".into()),
                 signer_org: actor.map(|a| a.org.clone()).unwrap_or_default(),
                 claimed_at: crate::entry::format_time(ev.claimed_at),
                 logged_at: crate::entry::format_time(r.logged_at),
@@ -165,9 +192,19 @@ impl Bundle {
     }
 }
 
-/// Builds bundles from a store.
+/// Builds a bundle from a store, declaring the default rules.
 #[cfg(feature = "store")]
 pub fn build(store: &crate::store::Store, subject: Index) -> Result<Bundle> {
+    build_with_rules(store, subject, &Rules::default())
+}
+
+/// Builds a bundle from a store, declaring the rules the log runs with.
+#[cfg(feature = "store")]
+pub fn build_with_rules(
+    store: &crate::store::Store,
+    subject: Index,
+    rules: &Rules,
+) -> Result<Bundle> {
     use crate::replay::logged_event;
     use std::collections::BTreeSet;
     let cp = store.checkpoint();
@@ -183,9 +220,13 @@ pub fn build(store: &crate::store::Store, subject: Index) -> Result<Bundle> {
         .into_iter()
         .map(|a| (a.key, a.registered_at))
         .collect();
+    // Everything replay needs to judge the subject as the log did: its refs
+    // (transitively), the earlier steps of every case any included entry belongs
+    // to, the registration of every signer and of every key an included
+    // actor.revoke names, and the genesis.
     let mut want: BTreeSet<Index> = BTreeSet::new();
     let mut todo = vec![subject, 0];
-    let mut case_done = false;
+    let mut cases: BTreeMap<crate::types::CaseId, Vec<Index>> = BTreeMap::new();
     while let Some(i) = todo.pop() {
         if !want.insert(i) {
             continue;
@@ -195,16 +236,19 @@ pub fn build(store: &crate::store::Store, subject: Index) -> Result<Bundle> {
             .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
         let (_, ev, signer) = logged_event(&bytes)?;
         todo.extend(ev.refs.iter().map(|r| r.index));
-        if let Some(&r) = registrations.get(&signer) {
-            todo.push(r);
+        todo.extend(registrations.get(&signer));
+        if let crate::event::Body::ActorRevoke(r) = &ev.body {
+            todo.extend(registrations.get(&r.key));
         }
-        if !case_done && i == subject {
-            case_done = true;
-            if let (true, Some(case)) = (ev.kind.needs_case(), &ev.case) {
-                if let Some(state) = store.case_state(case)? {
-                    todo.extend(state.steps.iter().map(|s| s.index).filter(|&s| s < subject));
-                }
+        if let (true, Some(case)) = (ev.kind.needs_case(), &ev.case) {
+            if !cases.contains_key(case) {
+                let steps = store
+                    .case_state(case)?
+                    .map(|s| s.steps.iter().map(|s| s.index).collect())
+                    .unwrap_or_default();
+                cases.insert(case.clone(), steps);
             }
+            todo.extend(cases[case].iter().copied().filter(|&s| s < i));
         }
     }
     let mut entries = Vec::with_capacity(want.len());
@@ -224,6 +268,7 @@ pub fn build(store: &crate::store::Store, subject: Index) -> Result<Bundle> {
         log_vkey: store.vkey(),
         checkpoint: cp.note.clone(),
         subject,
+        rules: *rules,
         entries,
     })
 }

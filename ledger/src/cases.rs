@@ -213,13 +213,22 @@ fn allowed_from(kind: Kind) -> &'static [State] {
         Kind::CounterNotice => &[State::Removed],
         Kind::LegalAction => &[State::Removed, State::Countered],
         Kind::Reinstatement => &[State::Countered, State::Withdrawn],
-        Kind::Withdrawal => &[State::Noticed, State::Removed, State::Countered, State::InCourt],
+        Kind::Withdrawal => &[
+            State::Noticed,
+            State::Removed,
+            State::Countered,
+            State::InCourt,
+        ],
         _ => &[],
     }
 }
 
 /// Applies one case event. Pure: no I/O, no clock.
-pub fn transition(prev: Option<&CaseState>, ev: &CaseEvent<'_>, rules: &Rules) -> Result<CaseState> {
+pub fn transition(
+    prev: Option<&CaseState>,
+    ev: &CaseEvent<'_>,
+    rules: &Rules,
+) -> Result<CaseState> {
     let mut flag = None;
     // Every ref of a case event stays within its case (rights and scans excepted:
     // they are evidence shared between cases).
@@ -284,7 +293,10 @@ pub fn transition(prev: Option<&CaseState>, ev: &CaseEvent<'_>, rules: &Rules) -
             format!("a {} must ref the event it answers", ev.kind.as_str()),
             &format!(
                 "a ref to the case's {}",
-                need.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ")
+                need.iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         ));
     }
@@ -300,7 +312,8 @@ pub fn transition(prev: Option<&CaseState>, ev: &CaseEvent<'_>, rules: &Rules) -
     }
     match ev.body {
         Body::Detection(d) => {
-            next.marketplace.get_or_insert_with(|| d.marketplace.clone());
+            next.marketplace
+                .get_or_insert_with(|| d.marketplace.clone());
             next.seller_id.get_or_insert_with(|| d.seller_id.clone());
         }
         Body::Notice(n) => {
@@ -310,16 +323,24 @@ pub fn transition(prev: Option<&CaseState>, ev: &CaseEvent<'_>, rules: &Rules) -
                     if r.org != ev.org {
                         return Err(refuse(
                             "right_not_owned",
-                            format!("right entry {} was registered by {}, not by {}", r.index, r.org, ev.org),
+                            format!(
+                                "right entry {} was registered by {}, not by {}",
+                                r.index, r.org, ev.org
+                            ),
                             "a right registered by the notifier's organisation",
                         ));
                     }
                     if rb.valid_until < ev.claimed_at.date_naive()
-                        || rb.valid_from.is_some_and(|f| f > ev.claimed_at.date_naive())
+                        || rb
+                            .valid_from
+                            .is_some_and(|f| f > ev.claimed_at.date_naive())
                     {
                         return Err(refuse(
                             "right_not_valid",
-                            format!("right entry {} is valid until {}, not at {}", r.index, rb.valid_until, ev.claimed_at),
+                            format!(
+                                "right entry {} is valid until {}, not at {}",
+                                r.index, rb.valid_until, ev.claimed_at
+                            ),
                             "a right valid when the notice is sent",
                         ));
                     }
@@ -402,7 +423,13 @@ mod tests {
     fn business_days_skip_weekends() {
         // 2026-11-20 is a Friday.
         let fri = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-        assert_eq!(add_business_days(fri, 1), NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
-        assert_eq!(add_business_days(fri, 10), NaiveDate::from_ymd_opt(2026, 12, 4).unwrap());
+        assert_eq!(
+            add_business_days(fri, 1),
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+        );
+        assert_eq!(
+            add_business_days(fri, 10),
+            NaiveDate::from_ymd_opt(2026, 12, 4).unwrap()
+        );
     }
 }

@@ -38,15 +38,18 @@ impl std::fmt::Debug for LogKey {
 pub fn check_origin(origin: &str) -> Result<()> {
     let ok = !origin.is_empty()
         && origin.len() <= 256
-        && origin
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '+');
+        && origin.chars().all(|c| c.is_ascii_graphic() && c != '+');
     if ok {
         Ok(())
     } else {
-        Err(LedgerError::new(Code::InvalidEvent, format!("origin {origin:?} is not usable"))
-            .field("origin")
-            .expected("a schemaless URL-like name without spaces or '+', e.g. custody.example/acme-2026"))
+        Err(LedgerError::new(
+            Code::InvalidEvent,
+            format!("origin {origin:?} is not usable"),
+        )
+        .field("origin")
+        .expected(
+            "a schemaless URL-like name without spaces or '+', e.g. custody.example/acme-2026",
+        ))
     }
 }
 
@@ -79,8 +82,11 @@ impl LogKey {
     pub fn from_skey(skey: &str) -> Result<LogKey> {
         let skey = skey.trim().to_owned();
         let signer = StandardSigner::new(&skey).map_err(|e| {
-            LedgerError::new(Code::BadEncoding, format!("log key file does not parse: {e}"))
-                .expected("a signed-note private key PRIVATE+KEY+<origin>+<id>+<base64>")
+            LedgerError::new(
+                Code::BadEncoding,
+                format!("log key file does not parse: {e}"),
+            )
+            .expected("a signed-note private key PRIVATE+KEY+<origin>+<id>+<base64>")
         })?;
         let origin = signer.name().to_owned();
         // The signed-note form is 0x01 (Ed25519) followed by the 32-byte seed.
@@ -146,8 +152,9 @@ impl LogKey {
             .map_err(|e| LedgerError::new(Code::InvalidEvent, e.to_string()))?;
         let mut note = Note::new(&cp.to_bytes(), &[])
             .map_err(|e| LedgerError::new(Code::InvalidEvent, format!("checkpoint note: {e}")))?;
-        note.add_sigs(&[&self.signer])
-            .map_err(|e| LedgerError::new(Code::InvalidEvent, format!("signing checkpoint: {e}")))?;
+        note.add_sigs(&[&self.signer]).map_err(|e| {
+            LedgerError::new(Code::InvalidEvent, format!("signing checkpoint: {e}"))
+        })?;
         let note = String::from_utf8(note.to_bytes()).expect("notes are UTF-8");
         Ok(SignedCheckpoint {
             origin: self.origin.clone(),
@@ -169,12 +176,20 @@ impl CheckpointVerifier {
     /// From the log's signed-note vkey.
     pub fn new(vkey: &str) -> Result<CheckpointVerifier> {
         let v = StandardVerifier::new(vkey.trim()).map_err(|e| {
-            LedgerError::new(Code::BadEncoding, format!("log key {vkey:?} does not parse: {e}"))
-                .field("log_key")
-                .expected("a signed-note verifier key <origin>+<8 hex id>+<base64>, as served by GET /v1/log")
+            LedgerError::new(
+                Code::BadEncoding,
+                format!("log key {vkey:?} does not parse: {e}"),
+            )
+            .field("log_key")
+            .expected(
+                "a signed-note verifier key <origin>+<8 hex id>+<base64>, as served by GET /v1/log",
+            )
         })?;
         let origin = signed_note::Verifier::name(&v).to_owned();
-        Ok(CheckpointVerifier { origin, verifier: v })
+        Ok(CheckpointVerifier {
+            origin,
+            verifier: v,
+        })
     }
 
     pub fn origin(&self) -> &str {
@@ -187,7 +202,10 @@ impl CheckpointVerifier {
         let fail = |why: String| {
             LedgerError::new(Code::VerificationFailed, why)
                 .field("checkpoint")
-                .expected(format!("a checkpoint note signed by the key of log {}", self.origin))
+                .expected(format!(
+                    "a checkpoint note signed by the key of log {}",
+                    self.origin
+                ))
         };
         let n = Note::from_bytes(note.as_bytes())
             .map_err(|e| fail(format!("checkpoint is not a signed note: {e}")))?;
@@ -225,7 +243,10 @@ mod tests {
         let forged = cp.note.replacen("\n5\n", "\n6\n", 1);
         assert!(v.verify(&forged).is_err());
         let other = LogKey::generate("custody.example/test").unwrap();
-        assert!(CheckpointVerifier::new(&other.vkey()).unwrap().verify(&cp.note).is_err());
+        assert!(CheckpointVerifier::new(&other.vkey())
+            .unwrap()
+            .verify(&cp.note)
+            .is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The entry: the tree's leaf bytes, `{"logged_at":"<RFC 3339 UTC, ms>","envelope":{…}}`
-//! as the node first wrote it (spec/entries.md). The bytes are stored and served
+//! as the node first wrote it (spec/envelope.md §Entries). The bytes are stored and served
 //! verbatim, never re-serialised: the leaf hash is over exactly these bytes.
 
 use crate::envelope::Envelope;
@@ -70,6 +70,15 @@ impl Entry {
                     .expected("an RFC 3339 UTC timestamp")
             })?
             .with_timezone(&Utc);
+        // Read exactly what `encode` writes: UTC, milliseconds, `Z`.
+        if format_time(logged_at) != w.logged_at {
+            return Err(LedgerError::new(
+                Code::InvalidEvent,
+                format!("logged_at {:?} is not in the log's form", w.logged_at),
+            )
+            .field("entry.logged_at")
+            .expected("UTC with millisecond precision, e.g. 2026-11-22T10:00:00.123Z"));
+        }
         Ok(Entry {
             logged_at,
             envelope: w.envelope,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-/// Stable error codes. Their strings are part of the wire contract (spec/api.md):
+/// Stable error codes. Their strings are part of the wire contract (spec/errors.md):
 /// never rename one, only add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
@@ -30,6 +30,8 @@ pub enum Code {
     RefMismatch,
     /// A due-process rule refused the event (see `rule`).
     DueProcess,
+    /// The same event (payload) is already logged, signed by another key.
+    Conflict,
     /// A body, batch or blob over the configured limit.
     TooLarge,
     /// The thing asked for does not exist.
@@ -60,6 +62,7 @@ impl Code {
             Code::RefNotFound => "ref_not_found",
             Code::RefMismatch => "ref_mismatch",
             Code::DueProcess => "due_process",
+            Code::Conflict => "conflict",
             Code::TooLarge => "too_large",
             Code::NotFound => "not_found",
             Code::OutOfRange => "out_of_range",
@@ -77,7 +80,7 @@ impl Code {
             Code::BadSignature => 401,
             Code::UnknownKey | Code::RevokedKey | Code::RoleNotPermitted => 403,
             Code::NotFound => 404,
-            Code::RefMismatch => 409,
+            Code::RefMismatch | Code::Conflict => 409,
             Code::TooLarge => 413,
             Code::InvalidEvent
             | Code::UnknownKind
@@ -137,6 +140,7 @@ impl LedgerError {
     /// for the whole: `body` → `payload.body`).
     pub fn within(mut self, prefix: &str) -> Self {
         self.field = Some(match self.field.take() {
+            Some(f) if f == prefix || f.starts_with(&format!("{prefix}.")) => f,
             Some(f) if f.starts_with('[') => format!("{prefix}{f}"),
             Some(f) => format!("{prefix}.{f}"),
             None => prefix.to_owned(),

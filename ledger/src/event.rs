@@ -130,7 +130,9 @@ struct RawPayload {
     refs: Vec<Ref>,
     #[serde(default)]
     attachments: Vec<Attachment>,
-    body: serde_json::Value,
+    /// Kept raw so the typed body parser sees duplicate keys and refuses them
+    /// (a generic JSON value would silently keep the last one).
+    body: Box<serde_json::value::RawValue>,
 }
 
 /// A parsed, validated event.
@@ -338,10 +340,11 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Takedown {
+    /// Removal, disabling or rejection (DSA Art. 17(3)(a)).
     pub decision: Decision,
     /// The legal or policy ground relied on (DSA Art. 17(3)(d)/(e)).
     pub ground: String,
-    /// Facts and circumstances relied on (Art. 17(3)(c)).
+    /// Facts and circumstances relied on (Art. 17(3)(b)).
     pub statement_of_reasons: String,
     /// Whether automated means were used (Art. 17(3)(c)).
     pub automated: bool,
@@ -360,7 +363,7 @@ pub struct Seller {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CounterNotice {
-    /// §512(g)(3)(A): the material removed and where it appeared.
+    /// §512(g)(3)(B): the material removed and where it appeared.
     pub listing_url: String,
     /// §512(g)(3)(C): good-faith belief of mistake or misidentification.
     pub good_faith_mistake: bool,
@@ -452,8 +455,8 @@ fn affirmed(field: &str, v: bool) -> Result<()> {
     }
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| {
+fn typed<T: for<'de> Deserialize<'de>>(v: &serde_json::value::RawValue) -> Result<T> {
+    serde_json::from_str(v.get()).map_err(|e| {
         LedgerError::new(Code::InvalidEvent, e.to_string())
             .field("body")
             .expected("the body fields of this kind as listed in spec/events.md")
@@ -461,7 +464,7 @@ fn typed<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> Result<T> {
 }
 
 impl Body {
-    fn parse(kind: Kind, v: serde_json::Value) -> Result<Body> {
+    fn parse(kind: Kind, v: &serde_json::value::RawValue) -> Result<Body> {
         let body = match kind {
             Kind::Genesis => Body::Genesis(typed(v)?),
             Kind::ActorRegister => Body::ActorRegister(typed(v)?),
@@ -483,7 +486,9 @@ impl Body {
     /// Range and content checks that serde's types cannot express.
     fn check(&self) -> Result<()> {
         match self {
-            Body::Genesis(g) => text("body.origin", &g.origin),
+            Body::Genesis(g) => {
+                crate::checkpoint::check_origin(&g.origin).map_err(|e| e.within("body"))
+            }
             Body::ActorRegister(a) => {
                 text("body.name", &a.name)?;
                 text("body.org", &a.org)?;
@@ -545,6 +550,11 @@ impl Body {
                         ));
                     }
                 }
+                for (field, v) in [("body.serial", &s.serial), ("body.batch", &s.batch)] {
+                    if let Some(v) = v {
+                        text(field, v)?;
+                    }
+                }
                 if s.serial.is_none() && s.batch.is_none() {
                     return Err(invalid(
                         "body.serial",
@@ -567,9 +577,11 @@ impl Body {
                     ));
                 }
                 if let Some(p) = &d.price {
-                    let ok = !p.amount.is_empty()
-                        && p.amount.chars().all(|c| c.is_ascii_digit() || c == '.')
-                        && p.amount.matches('.').count() <= 1;
+                    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                    let ok = match p.amount.split_once('.') {
+                        Some((int, frac)) => digits(int) && digits(frac),
+                        None => digits(&p.amount),
+                    };
                     if !ok {
                         return Err(invalid(
                             "body.price.amount",
@@ -577,7 +589,9 @@ impl Body {
                             "a decimal string such as \"19.99\"",
                         ));
                     }
-                    if !(p.currency.len() == 3 && p.currency.chars().all(|c| c.is_ascii_uppercase())) {
+                    if !(p.currency.len() == 3
+                        && p.currency.chars().all(|c| c.is_ascii_uppercase()))
+                    {
                         return Err(invalid(
                             "body.price.currency",
                             format!("{:?} is not a currency code", p.currency),
@@ -643,9 +657,14 @@ impl Event {
             )));
         }
         let raw: RawPayload = serde_json::from_slice(payload).map_err(|e| {
-            LedgerError::new(Code::InvalidEvent, format!("payload is not a valid event: {e}"))
-                .field("payload")
-                .expected("a JSON object with kind, claimed_at, body and optional case, refs, attachments")
+            LedgerError::new(
+                Code::InvalidEvent,
+                format!("payload is not a valid event: {e}"),
+            )
+            .field("payload")
+            .expected(
+                "a JSON object with kind, claimed_at, body and optional case, refs, attachments",
+            )
         })?;
         let kind = Kind::parse(&raw.kind).ok_or_else(|| {
             LedgerError::new(Code::UnknownKind, format!("unknown kind {:?}", raw.kind))
@@ -678,10 +697,15 @@ impl Event {
             }
             None => None,
         };
-        if raw.refs.len() > MAX_LIST || raw.attachments.len() > MAX_LIST {
-            return Err(LedgerError::new(Code::TooLarge, "too many refs or attachments")
-                .field("refs")
-                .expected(format!("at most {MAX_LIST} refs and {MAX_LIST} attachments")));
+        for (field, n) in [
+            ("refs", raw.refs.len()),
+            ("attachments", raw.attachments.len()),
+        ] {
+            if n > MAX_LIST {
+                return Err(LedgerError::new(Code::TooLarge, format!("{n} {field}"))
+                    .field(field)
+                    .expected(format!("at most {MAX_LIST} {field}")));
+            }
         }
         for (i, a) in raw.attachments.iter().enumerate() {
             text(&format!("attachments[{i}].name"), &a.name)?;
@@ -693,7 +717,7 @@ impl Event {
                 ));
             }
         }
-        let body = Body::parse(kind, raw.body)?;
+        let body = Body::parse(kind, &raw.body)?;
         if let Body::Notice(n) = &body {
             if !raw.refs.iter().any(|r| r.index == n.right) {
                 return Err(invalid(

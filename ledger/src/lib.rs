@@ -12,6 +12,8 @@
 //! - [`cases`]: the due-process state machine shared by append and audit.
 //! - [`replay`]: the rules applied to one entry at a given log state (shared by the
 //!   sequencer and the audit, so the two can never disagree).
+//! - [`receipt`]: what an appender gets back, and its verification.
+//! - [`stats`]: key indicators per brand and marketplace, each linked to its entries.
 //! - [`bundle`]: self-contained evidence bundles and their offline verification.
 //! - `store` (feature `store`): the RocksDB store, the only module touching disk.
 //! - `sequencer` (feature `store`): validate → order → commit a group → checkpoint.
@@ -27,8 +29,10 @@ pub mod entry;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod receipt;
 pub mod replay;
 pub mod roles;
+pub mod stats;
 pub mod tree;
 pub mod types;
 

@@ -62,9 +62,12 @@ fn resolve_refs<V: LogView>(view: &V, index: Index, ev: &Event) -> Result<Vec<Re
             .expected("a ref to an earlier entry"));
         }
         let bytes = view.entry_bytes(r.index)?.ok_or_else(|| {
-            LedgerError::new(Code::RefNotFound, format!("entry {} does not exist", r.index))
-                .field(&field)
-                .expected("a ref to an entry already in the log")
+            LedgerError::new(
+                Code::RefNotFound,
+                format!("entry {} does not exist", r.index),
+            )
+            .field(&field)
+            .expected("a ref to an entry already in the log")
         })?;
         let actual = leaf_hash(&bytes);
         if actual != r.leaf_hash {
@@ -109,9 +112,11 @@ pub fn judge<V: LogView>(
     let ev = &opened.event;
     if let Body::Genesis(g) = &ev.body {
         if index != 0 {
-            return Err(LedgerError::new(Code::RoleNotPermitted, "log.genesis is only entry 0")
-                .field("payload.kind")
-                .expected("an event kind other than log.genesis"));
+            return Err(
+                LedgerError::new(Code::RoleNotPermitted, "log.genesis is only entry 0")
+                    .field("payload.kind")
+                    .expected("an event kind other than log.genesis"),
+            );
         }
         let log_key = signed_note_key(&g.log_vkey)?;
         if log_key != opened.signer {
@@ -133,10 +138,14 @@ pub fn judge<V: LogView>(
         });
     }
     if index == 0 {
-        return Err(LedgerError::new(Code::InvalidEvent, "entry 0 must be the log's genesis")
-            .expected("a log.genesis event signed by the log key"));
+        return Err(
+            LedgerError::new(Code::InvalidEvent, "entry 0 must be the log's genesis")
+                .expected("a log.genesis event signed by the log key"),
+        );
     }
-    let actor = view.actor(&opened.signer)?.ok_or_else(|| unknown_key(&opened.signer))?;
+    let actor = view
+        .actor(&opened.signer)?
+        .ok_or_else(|| unknown_key(&opened.signer))?;
     actor.authorise(ev.kind)?;
 
     let refs = resolve_refs(view, index, ev)?;
@@ -145,14 +154,23 @@ pub fn judge<V: LogView>(
         if ev.claimed_at > logged_at + Duration::seconds(rules.max_clock_skew_secs) {
             return Err(due(
                 "claimed_in_future",
-                format!("claimed_at {} is after the log received it ({})", ev.claimed_at, logged_at),
-                &format!("a time no more than {} s after the log's clock", rules.max_clock_skew_secs),
+                format!(
+                    "claimed_at {} is after the log received it ({})",
+                    ev.claimed_at, logged_at
+                ),
+                &format!(
+                    "a time no more than {} s after the log's clock",
+                    rules.max_clock_skew_secs
+                ),
             ));
         }
         if let Some(r) = refs.iter().find(|r| r.claimed_at > ev.claimed_at) {
             return Err(due(
                 "claimed_before_ref",
-                format!("claimed_at {} is before entry {} it refers to ({})", ev.claimed_at, r.index, r.claimed_at),
+                format!(
+                    "claimed_at {} is before entry {} it refers to ({})",
+                    ev.claimed_at, r.index, r.claimed_at
+                ),
                 "an event claimed no earlier than the events it rests on",
             ));
         }
@@ -223,8 +241,11 @@ pub fn judge<V: LogView>(
 /// The raw Ed25519 key inside a signed-note vkey.
 pub fn signed_note_key(vkey: &str) -> Result<KeyId> {
     let bad = || {
-        LedgerError::new(Code::BadEncoding, format!("{vkey:?} is not a signed-note Ed25519 vkey"))
-            .expected("<origin>+<8 hex>+<base64 of 0x01 and 32 key bytes>")
+        LedgerError::new(
+            Code::BadEncoding,
+            format!("{vkey:?} is not a signed-note Ed25519 vkey"),
+        )
+        .expected("<origin>+<8 hex>+<base64 of 0x01 and 32 key bytes>")
     };
     // `<name>+<id>+<base64>`; the base64 may itself contain '+'.
     let b64 = vkey.splitn(3, '+').nth(2).ok_or_else(bad)?;

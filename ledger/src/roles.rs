@@ -21,7 +21,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Brand, Role::Investigator, Role::Marketplace];
+    pub const ALL: [Role; 4] = [
+        Role::Admin,
+        Role::Brand,
+        Role::Investigator,
+        Role::Marketplace,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,19 +90,29 @@ impl Actor {
                 "{} ({}) has roles [{}], which may not emit {}",
                 self.name,
                 self.key,
-                self.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                self.roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 kind.as_str()
             ),
         )
         .field("payload.kind")
-        .expected(format!("a signer with one of the roles [{}]", permitted.join(", "))))
+        .expected(format!(
+            "a signer with one of the roles [{}]",
+            permitted.join(", ")
+        )))
     }
 }
 
 pub fn unknown_key(key: &KeyId) -> LedgerError {
-    LedgerError::new(Code::UnknownKey, format!("key {key} is not registered in this log"))
-        .field("signatures[0].keyid")
-        .expected("a key registered by an admin with an actor.register event")
+    LedgerError::new(
+        Code::UnknownKey,
+        format!("key {key} is not registered in this log"),
+    )
+    .field("signatures[0].keyid")
+    .expected("a key registered by an admin with an actor.register event")
 }
 
 #[cfg(test)]

@@ -16,26 +16,14 @@ use crate::replay::{judge, LogView};
 use crate::roles::Actor;
 use crate::store::{NewEntry, Store};
 use crate::tree;
-use crate::types::{CaseId, EventId, Index, KeyId, LeafHash, RootHash, TreeSize};
+use crate::types::{CaseId, EventId, Index, KeyId};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// What an appender gets back: where its event is and the proof that it is there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
-    pub index: Index,
-    pub leaf_hash: LeafHash,
-    pub event_id: EventId,
-    pub logged_at: String,
-    pub tree_size: TreeSize,
-    /// The signed checkpoint note the proof leads to.
-    pub checkpoint: String,
-    pub inclusion_proof: Vec<RootHash>,
-}
+pub use crate::receipt::Receipt;
 
 /// Called once with one result per submitted item, in order.
 pub type Reply = Box<dyn FnOnce(Vec<Result<(Receipt, bool)>>) + Send>;
@@ -94,11 +82,19 @@ impl Sequencer {
     pub fn start(store: Arc<Store>, config: Config) -> Sequencer {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let stats = Arc::new(Stats::default());
+        // logged_at must not go backwards across restarts either: start from the
+        // last entry's time.
+        let last_logged = store
+            .size()
+            .checked_sub(1)
+            .and_then(|i| store.entry(i).ok().flatten())
+            .and_then(|b| entry::Entry::parse(&b).ok())
+            .map(|e| e.logged_at);
         let worker = Worker {
             store: store.clone(),
             config,
             stats: stats.clone(),
-            last_logged: None,
+            last_logged,
         };
         let thread = std::thread::Builder::new()
             .name("custody-sequencer".into())
@@ -123,21 +119,24 @@ impl Sequencer {
     /// place in the reply). Refuses with `Overloaded` when the queue is full.
     pub fn submit(&self, items: Vec<Result<Opened>>, reply: Reply) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(|| {
-            LedgerError::new(Code::Overloaded, "the log is shutting down").expected("retry on the restarted node")
+            LedgerError::new(Code::Overloaded, "the log is shutting down")
+                .expected("retry on the restarted node")
         })?;
         tx.try_send(Job { items, reply }).map_err(|e| match e {
-            TrySendError::Full(_) => LedgerError::new(
-                Code::Overloaded,
-                "the append queue is full",
-            )
-            .expected("retry after a short wait (Retry-After)"),
-            TrySendError::Disconnected(_) => LedgerError::new(Code::Storage, "the sequencer stopped")
-                .expected("restart the node; check its log for the cause"),
+            TrySendError::Full(_) => LedgerError::new(Code::Overloaded, "the append queue is full")
+                .expected("retry after a short wait (Retry-After)"),
+            TrySendError::Disconnected(_) => {
+                LedgerError::new(Code::Storage, "the sequencer stopped")
+                    .expected("restart the node; check its log for the cause")
+            }
         })
     }
 
     /// Submits and waits (for tools and tests that are not async).
-    pub fn append_blocking(&self, items: Vec<Result<Opened>>) -> Result<Vec<Result<(Receipt, bool)>>> {
+    pub fn append_blocking(
+        &self,
+        items: Vec<Result<Opened>>,
+    ) -> Result<Vec<Result<(Receipt, bool)>>> {
         let (tx, rx) = sync_channel(1);
         self.submit(
             items,
@@ -204,6 +203,8 @@ impl LogView for GroupView<'_> {
 enum Slot {
     Refused(LedgerError),
     New(usize, EventId),
+    /// The same event earlier in this group.
+    RepeatInGroup(usize, EventId),
     Duplicate(Index, EventId),
 }
 
@@ -294,6 +295,13 @@ impl Worker {
                         Ok(_) => receipt(&store, &cp, start + i as u64, id).map(|r| (r, false)),
                         Err(e) => Err(e.clone()),
                     },
+                    Slot::RepeatInGroup(i, id) => match &committed {
+                        Ok(_) => {
+                            self.stats.duplicates.fetch_add(1, Relaxed);
+                            receipt(&store, &cp, start + i as u64, id).map(|r| (r, true))
+                        }
+                        Err(e) => Err(e.clone()),
+                    },
                     Slot::Duplicate(index, id) => {
                         self.stats.duplicates.fetch_add(1, Relaxed);
                         receipt(&store, &cp, index, id).map(|r| (r, true))
@@ -317,13 +325,40 @@ impl Worker {
             Ok(o) => o,
             Err(e) => return Slot::Refused(e),
         };
-        if let Some(&i) = in_group.get(&opened.event_id) {
-            return Slot::New(i, opened.event_id);
-        }
-        match view.store.index_of_event(&opened.event_id) {
-            Ok(Some(index)) => return Slot::Duplicate(index, opened.event_id),
-            Ok(None) => {}
-            Err(e) => return Slot::Refused(e),
+        // The same payload again is the same event: answer with the original
+        // receipt, but only to its original signer.
+        let earlier = match in_group.get(&opened.event_id) {
+            Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, opened.event_id))),
+            None => match view.store.index_of_event(&opened.event_id) {
+                Ok(Some(index)) => Some((index, Slot::Duplicate(index, opened.event_id))),
+                Ok(None) => None,
+                Err(e) => return Slot::Refused(e),
+            },
+        };
+        if let Some((index, slot)) = earlier {
+            let signer = view
+                .entry_bytes(index)
+                .and_then(|b| {
+                    b.ok_or_else(|| LedgerError::corrupt(format!("entry {index} is missing")))
+                })
+                .and_then(|b| crate::replay::logged_event(&b).map(|(_, _, s)| s));
+            return match signer {
+                Ok(s) if s == opened.signer => slot,
+                Ok(s) => Slot::Refused(
+                    LedgerError::new(
+                        Code::Conflict,
+                        format!(
+                            "this event is already entry {index}, signed by {s}, not by {}",
+                            opened.signer
+                        ),
+                    )
+                    .field("payload")
+                    .expected(
+                        "a new event (change claimed_at or the body), or the original signer",
+                    ),
+                ),
+                Err(e) => Slot::Refused(e),
+            };
         }
         let index = start + new.len() as u64;
         let effects = match judge(&*view, index, logged_at, &opened, &self.config.rules) {
@@ -333,9 +368,15 @@ impl Worker {
         let bytes = entry::encode(logged_at, &opened.envelope);
         if bytes.len() > entry::MAX_ENTRY_BYTES {
             return Slot::Refused(
-                LedgerError::new(Code::TooLarge, format!("the entry would be {} bytes", bytes.len()))
-                    .field("payload")
-                    .expected(format!("an envelope whose entry fits {} bytes", entry::MAX_ENTRY_BYTES)),
+                LedgerError::new(
+                    Code::TooLarge,
+                    format!("the entry would be {} bytes", bytes.len()),
+                )
+                .field("payload")
+                .expected(format!(
+                    "an envelope whose entry fits {} bytes",
+                    entry::MAX_ENTRY_BYTES
+                )),
             );
         }
         if let Some(a) = &effects.actor {
@@ -358,7 +399,12 @@ impl Worker {
 }
 
 /// A receipt for entry `index` with its inclusion proof against `cp`.
-pub fn receipt(store: &Store, cp: &SignedCheckpoint, index: Index, event_id: EventId) -> Result<Receipt> {
+pub fn receipt(
+    store: &Store,
+    cp: &SignedCheckpoint,
+    index: Index,
+    event_id: EventId,
+) -> Result<Receipt> {
     let bytes = store
         .entry(index)?
         .ok_or_else(|| LedgerError::corrupt(format!("entry {index} is missing")))?;

@@ -92,14 +92,25 @@ fn synced() -> WriteOptions {
 }
 
 impl Store {
-    /// Creates a new log in `dir`: the log key (0600), the database, and entry 0,
-    /// the genesis recording `origin` and the admin key. Refuses a non-empty dir.
+    /// Creates a new log in `dir`: the database with entry 0 (the genesis recording
+    /// `origin` and the admin key), then the log key file (0600), written last and
+    /// renamed into place, so a directory with `log.key` always holds a complete
+    /// log. Refuses a directory that already holds one; an init that crashed before
+    /// the key was in place (a `db/` without `log.key`, never served) is redone.
     pub fn init(dir: &Path, origin: &str, admin: KeyId) -> Result<Store> {
-        if dir.join(KEY_FILE).exists() || dir.join(DB_DIR).exists() {
+        if dir.join(KEY_FILE).exists() {
             return Err(LedgerError::storage(format!(
                 "{} already holds a log; choose an empty directory or serve the existing one",
                 dir.display()
             )));
+        }
+        if dir.join(DB_DIR).exists() {
+            std::fs::remove_dir_all(dir.join(DB_DIR)).map_err(|e| {
+                LedgerError::storage(format!(
+                    "removing the incomplete init in {}: {e}",
+                    dir.display()
+                ))
+            })?;
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| LedgerError::storage(format!("creating {}: {e}", dir.display())))?;
@@ -140,7 +151,14 @@ impl Store {
             actor: effects.actor,
         }])?;
         // The key file is written last: a directory with a key is a complete log.
-        store.key.create(&dir.join(KEY_FILE))?;
+        let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        store.key.create(&tmp)?;
+        std::fs::rename(&tmp, dir.join(KEY_FILE))
+            .and_then(|_| std::fs::File::open(dir).and_then(|d| d.sync_all()))
+            .map_err(|e| {
+                LedgerError::storage(format!("installing {KEY_FILE} in {}: {e}", dir.display()))
+            })?;
         Ok(store)
     }
 
@@ -167,11 +185,15 @@ impl Store {
         let note = db
             .get(ku(b'c', size))
             .map_err(LedgerError::storage)?
-            .ok_or_else(|| LedgerError::corrupt(format!("checkpoint for size {size} is missing")))?;
+            .ok_or_else(|| {
+                LedgerError::corrupt(format!("checkpoint for size {size} is missing"))
+            })?;
         let note = String::from_utf8(note)
             .map_err(|_| LedgerError::corrupt("the stored checkpoint is not UTF-8"))?;
         let checkpoint = verifier.verify(&note).map_err(|e| {
-            LedgerError::corrupt(format!("the stored checkpoint does not verify with the log key: {e}"))
+            LedgerError::corrupt(format!(
+                "the stored checkpoint does not verify with the log key: {e}"
+            ))
         })?;
         if checkpoint.size != size {
             return Err(LedgerError::corrupt(format!(
@@ -282,7 +304,12 @@ impl Store {
     }
 
     pub fn actors(&self) -> Vec<Actor> {
-        self.actors.read().expect("actors lock").values().cloned().collect()
+        self.actors
+            .read()
+            .expect("actors lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn case_state(&self, id: &CaseId) -> Result<Option<CaseState>> {
@@ -342,7 +369,10 @@ impl Store {
                     crate::error::Code::TooLarge,
                     format!("entry {index} would be {} bytes", e.bytes.len()),
                 )
-                .expected(format!("at most {} bytes per entry", entry::MAX_ENTRY_BYTES)));
+                .expected(format!(
+                    "at most {} bytes per entry",
+                    entry::MAX_ENTRY_BYTES
+                )));
             }
             let leaf = leaf_hash(&e.bytes);
             let hashes = tlog_tiles::stored_hashes_for_record_hash(index, leaf.into(), &pending)
@@ -355,7 +385,10 @@ impl Store {
             batch.put(k(b'd', &e.event_id.0), index.to_be_bytes());
             batch.put(k(b'l', &leaf.0), index.to_be_bytes());
             if let Some(a) = e.actor {
-                batch.put(k(b'a', &a.key.0), serde_json::to_vec(&a).expect("actor serialises"));
+                batch.put(
+                    k(b'a', &a.key.0),
+                    serde_json::to_vec(&a).expect("actor serialises"),
+                );
                 actors.push(a);
             }
             if let Some(c) = e.case {
@@ -364,7 +397,10 @@ impl Store {
                     serde_json::to_vec(&c).expect("case serialises"),
                 );
             }
-            placed.push(Placed { index, leaf_hash: leaf });
+            placed.push(Placed {
+                index,
+                leaf_hash: leaf,
+            });
         }
         let size = start + placed.len() as u64;
         let root: RootHash = tree::root(size, &pending)?;
@@ -383,6 +419,38 @@ impl Store {
         }
         *self.checkpoint.write().expect("checkpoint lock") = cp.clone();
         Ok((cp, placed))
+    }
+
+    /// The bytes of a C2SP tile of the current tree: a hash tile (the stored hashes
+    /// at level 8L) or an entry bundle (u16-length-prefixed entries). Refuses tiles
+    /// that do not lie within the tree as a `NotFound`.
+    pub fn tile(&self, t: &tree::TileRef) -> Result<Vec<u8>> {
+        let size = self.size();
+        if !t.fits(size) {
+            return Err(LedgerError::new(
+                crate::error::Code::NotFound,
+                format!("tile {} is not part of the tree of size {size}", t.path()),
+            )
+            .field("path")
+            .expected("a full tile below the tree size, or the partial tile at its right edge"));
+        }
+        match t.level {
+            Some(_) => tree::hash_tile_bytes(t, self),
+            None => {
+                let start = t.n * tree::TILE_WIDTH;
+                let keys: Vec<Vec<u8>> = (start..start + u64::from(t.width))
+                    .map(|i| ku(b'e', i))
+                    .collect();
+                let mut out = Vec::new();
+                for (i, got) in (start..).zip(self.db.multi_get(keys)) {
+                    let e = got
+                        .map_err(LedgerError::storage)?
+                        .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
+                    tree::push_bundle_entry(&mut out, &e);
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// Verifies a checkpoint note with this log's key.

@@ -5,8 +5,8 @@
 
 use crate::error::{Code, LedgerError, Result};
 use crate::types::{Index, LeafHash, RootHash, TreeSize};
-pub use tlog_tiles::{HashReader, EMPTY_HASH};
 use tlog_tiles::{Hash, Tile};
+pub use tlog_tiles::{HashReader, EMPTY_HASH};
 
 /// Tile height fixed by C2SP tlog-tiles: 256 hashes or entries per full tile.
 pub const TILE_HEIGHT: u8 = 8;
@@ -22,7 +22,11 @@ fn storage(e: tlog_tiles::Error) -> LedgerError {
 }
 
 /// Inclusion proof (RFC 9162 §2.1.3) that leaf `index` is in the tree of `size`.
-pub fn prove_inclusion<R: HashReader>(index: Index, size: TreeSize, r: &R) -> Result<Vec<RootHash>> {
+pub fn prove_inclusion<R: HashReader>(
+    index: Index,
+    size: TreeSize,
+    r: &R,
+) -> Result<Vec<RootHash>> {
     if index >= size {
         return Err(out_of_range(
             format!("index {index} is not in a tree of size {size}"),
@@ -102,7 +106,9 @@ pub fn verify_consistency(
             .expected("the later tree to extend the earlier one (no rewritten history)")
     };
     if first > second {
-        return Err(fail(format!("first size {first} is larger than second {second}")));
+        return Err(fail(format!(
+            "first size {first} is larger than second {second}"
+        )));
     }
     if first == second {
         return if first_root == second_root && proof.is_empty() {
@@ -117,7 +123,9 @@ pub fn verify_consistency(
         return if proof.is_empty() && first_root == RootHash::from(EMPTY_HASH) {
             Ok(())
         } else {
-            Err(fail("the empty tree needs an empty proof and the empty root".into()))
+            Err(fail(
+                "the empty tree needs an empty proof and the empty root".into(),
+            ))
         };
     }
     tlog_tiles::check_tree(&to_hashes(proof), second, second_root.into(), first, first_root.into())
@@ -188,12 +196,16 @@ impl TileRef {
         let bad = |why: &str| {
             LedgerError::new(Code::NotFound, format!("tile path {path:?}: {why}"))
                 .field("path")
-                .expected("tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>], N as x123/456, 0 < W < 256")
+                .expected(
+                    "tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>], N as x123/456, 0 < W < 256",
+                )
         };
         if path.len() > 80 {
             return Err(bad("too long"));
         }
-        let (first, rest) = path.split_once('/').ok_or_else(|| bad("missing tile index"))?;
+        let (first, rest) = path
+            .split_once('/')
+            .ok_or_else(|| bad("missing tile index"))?;
         let level = if first == "entries" {
             None
         } else {
@@ -222,7 +234,8 @@ impl TileRef {
             let digits = if last {
                 *g
             } else {
-                g.strip_prefix('x').ok_or_else(|| bad("inner groups must start with x"))?
+                g.strip_prefix('x')
+                    .ok_or_else(|| bad("inner groups must start with x"))?
             };
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad("each group must be exactly three digits"));
@@ -259,8 +272,10 @@ impl TileRef {
         }
     }
 
-    /// First leaf index (entries) or first level-`8L` hash this tile covers, and
-    /// whether the tile lies within a tree of `size` entries.
+    /// Whether the tile lies within a tree of `size` entries. Any partial width
+    /// whose hashes (or entries) exist is served, not only the current right edge:
+    /// a client holding an older checkpoint asks for the partial tile of its size
+    /// (C2SP tlog-tiles §Partial Tiles).
     pub fn fits(&self, size: TreeSize) -> bool {
         let shift = u32::from(self.level.unwrap_or(0)) * u32::from(TILE_HEIGHT);
         // Number of complete nodes at level 8L in the tree.
@@ -271,12 +286,7 @@ impl TileRef {
         let Some(end) = start.checked_add(u64::from(self.width)) else {
             return false;
         };
-        // A full tile must be complete; a partial tile must be exactly the tail.
-        if u64::from(self.width) == TILE_WIDTH {
-            end <= nodes
-        } else {
-            end == nodes
-        }
+        end <= nodes
     }
 
     /// The `tlog_tiles` tile for a hash tile (None for entries).
@@ -308,11 +318,17 @@ pub fn split_bundle(mut bytes: &[u8]) -> Result<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         if bytes.len() < 2 {
-            return Err(LedgerError::new(Code::VerificationFailed, "entry bundle ends inside a length prefix"));
+            return Err(LedgerError::new(
+                Code::VerificationFailed,
+                "entry bundle ends inside a length prefix",
+            ));
         }
         let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
         if bytes.len() < 2 + len {
-            return Err(LedgerError::new(Code::VerificationFailed, "entry bundle ends inside an entry"));
+            return Err(LedgerError::new(
+                Code::VerificationFailed,
+                "entry bundle ends inside an entry",
+            ));
         }
         out.push(&bytes[2..2 + len]);
         bytes = &bytes[2 + len..];
@@ -389,12 +405,24 @@ mod tests {
 
     #[test]
     fn tile_paths_round_trip_and_refuse_odd_forms() {
-        for p in ["0/000", "1/x001/234", "entries/x001/x234/067.p/1", "7/999.p/255"] {
+        for p in [
+            "0/000",
+            "1/x001/234",
+            "entries/x001/x234/067.p/1",
+            "7/999.p/255",
+        ] {
             assert_eq!(TileRef::parse(p).unwrap().path(), p);
         }
         for p in [
-            "0/0", "8/000", "00/000", "0/000.p/0", "0/000.p/256", "0/1234", "0/x001",
-            "entries/../../etc/passwd", "0/x999/x999/x999/x999/x999/x999/x999/999",
+            "0/0",
+            "8/000",
+            "00/000",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/1234",
+            "0/x001",
+            "entries/../../etc/passwd",
+            "0/x999/x999/x999/x999/x999/x999/x999/999",
         ] {
             assert!(TileRef::parse(p).is_err(), "{p}");
         }
@@ -405,9 +433,11 @@ mod tests {
         let full = TileRef::parse("0/000").unwrap();
         assert!(full.fits(256) && full.fits(1000) && !full.fits(255));
         let part = TileRef::parse("0/001.p/5").unwrap();
-        assert!(part.fits(261) && !part.fits(262) && !part.fits(260));
+        assert!(part.fits(261) && part.fits(262) && !part.fits(260));
         let l1 = TileRef::parse("1/000.p/1").unwrap();
-        assert!(l1.fits(256) && l1.fits(511) && !l1.fits(512));
+        assert!(l1.fits(256) && l1.fits(512) && !l1.fits(255));
+        let far = TileRef::parse("0/x072/x057/x594/x037/x927/936").unwrap(); // 2^56 tiles in: overflows
+        assert!(!far.fits(u64::MAX));
     }
 
     #[test]

@@ -51,7 +51,13 @@ fn child_appender() {
         return;
     };
     let store = Arc::new(Store::open(Path::new(&dir)).expect("child opens the store"));
-    let seq = Arc::new(Sequencer::start(store.clone(), Config { max_group: 64, ..Config::default() }));
+    let seq = Arc::new(Sequencer::start(
+        store.clone(),
+        Config {
+            max_group: 64,
+            ..Config::default()
+        },
+    ));
     let admin = SigningKey::from_bytes(&ADMIN_SEED);
     let brand = SigningKey::from_bytes(&BRAND_SEED);
     let reg = Envelope::sign(&register_payload(&brand), &admin);
@@ -65,7 +71,9 @@ fn child_appender() {
                 for i in 0u64.. {
                     let n = 1 + (i % 5) as usize;
                     let envs = (0..n)
-                        .map(|j| Envelope::sign(&scan_payload(&format!("{nonce:x}-{t}-{i}-{j}")), &brand))
+                        .map(|j| {
+                            Envelope::sign(&scan_payload(&format!("{nonce:x}-{t}-{i}-{j}")), &brand)
+                        })
                         .collect();
                     let Ok(results) = seq.append_blocking(open_all(envs)) else {
                         std::thread::sleep(Duration::from_millis(1));
@@ -90,7 +98,12 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let admin = SigningKey::from_bytes(&ADMIN_SEED);
     let vkey = {
-        let s = Store::init(dir.path(), "custody.example/crash", KeyId(admin.verifying_key().to_bytes())).unwrap();
+        let s = Store::init(
+            dir.path(),
+            "custody.example/crash",
+            KeyId(admin.verifying_key().to_bytes()),
+        )
+        .unwrap();
         s.vkey()
     };
     let verifier = CheckpointVerifier::new(&vkey).unwrap();
@@ -99,7 +112,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
     let rounds = 24;
     for round in 0..rounds {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "child_appender", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "child_appender",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -127,31 +146,43 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
         // A receipt's own proof is checked once, against the checkpoint it came with.
         for r in &new {
             let rcp = verifier.verify(&r.checkpoint).unwrap();
-            tree::verify_inclusion(&r.inclusion_proof, rcp.size, rcp.root, r.index, r.leaf_hash).unwrap();
+            tree::verify_inclusion(&r.inclusion_proof, rcp.size, rcp.root, r.index, r.leaf_hash)
+                .unwrap();
             if !seen_checkpoints.iter().any(|c| c.size == rcp.size) {
                 seen_checkpoints.push(rcp);
             }
         }
         acked.extend(new);
 
-        let store = Store::open(dir.path())
-            .unwrap_or_else(|e| panic!("round {round}: the store does not reopen after SIGKILL: {e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| {
+            panic!("round {round}: the store does not reopen after SIGKILL: {e}")
+        });
         let cp = verifier.verify(&store.checkpoint().note).unwrap();
         for r in &acked {
             let bytes = store
                 .entry(r.index)
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: acknowledged entry {} is lost", r.index));
-            assert_eq!(ledger::entry::leaf_hash(&bytes), r.leaf_hash, "entry {} altered", r.index);
+            assert_eq!(
+                ledger::entry::leaf_hash(&bytes),
+                r.leaf_hash,
+                "entry {} altered",
+                r.index
+            );
             let proof = tree::prove_inclusion(r.index, cp.size, &store).unwrap();
             tree::verify_inclusion(&proof, cp.size, cp.root, r.index, r.leaf_hash).unwrap();
         }
         // Every checkpoint ever published to a client or seen after a reopen.
         for old in &seen_checkpoints {
             let p = tree::prove_consistency(old.size, cp.size, &store).unwrap();
-            tree::verify_consistency(&p, old.size, old.root, cp.size, cp.root).unwrap_or_else(|e| {
-                panic!("round {round}: checkpoint {} is not consistent with {}: {e}", old.size, cp.size)
-            });
+            tree::verify_consistency(&p, old.size, old.root, cp.size, cp.root).unwrap_or_else(
+                |e| {
+                    panic!(
+                        "round {round}: checkpoint {} is not consistent with {}: {e}",
+                        old.size, cp.size
+                    )
+                },
+            );
         }
         if !seen_checkpoints.iter().any(|c| c.size == cp.size) {
             seen_checkpoints.push(cp);
@@ -162,5 +193,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
         "the child acknowledged only {} appends in {rounds} rounds: the test proved little",
         acked.len()
     );
-    eprintln!("{} acknowledged appends survived {rounds} SIGKILLs", acked.len());
+    eprintln!(
+        "{} acknowledged appends survived {rounds} SIGKILLs",
+        acked.len()
+    );
 }

@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 fn load(name: &str) -> Value {
     let path = gen::dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run `cargo run -p custody-ledger --example gen_vectors`", path.display())
+        panic!(
+            "{}: {e}; run `cargo run -p custody-ledger --example gen_vectors`",
+            path.display()
+        )
     });
     serde_json::from_str(&text).unwrap()
 }
@@ -37,7 +40,10 @@ fn vector_files_match_the_code() {
 }
 
 fn hex32(v: &Value) -> [u8; 32] {
-    hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    hex::decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 #[test]
@@ -63,11 +69,18 @@ fn envelope_vectors_verify_with_plain_ed25519() {
         let key = VerifyingKey::from_bytes(&hex32(&e["keyid"])).unwrap();
         let sig = &e["envelope"]["signatures"][0];
         assert_eq!(sig["keyid"], e["keyid"]);
-        let sig = Signature::from_slice(&B64.decode(sig["sig"].as_str().unwrap()).unwrap()).unwrap();
+        let sig =
+            Signature::from_slice(&B64.decode(sig["sig"].as_str().unwrap()).unwrap()).unwrap();
         key.verify(&pae, &sig).expect("vector signature verifies");
-        assert_eq!(blake3::hash(payload).as_bytes(), &hex32(&e["event_id_blake3"]));
+        assert_eq!(
+            blake3::hash(payload).as_bytes(),
+            &hex32(&e["event_id_blake3"])
+        );
         let entry = e["entry_utf8"].as_str().unwrap();
-        assert_eq!(ledger::entry::leaf_hash(entry.as_bytes()).0, hex32(&e["leaf_hash"]));
+        assert_eq!(
+            ledger::entry::leaf_hash(entry.as_bytes()).0,
+            hex32(&e["leaf_hash"])
+        );
     }
 }
 
@@ -87,16 +100,36 @@ fn proof_vectors_verify() {
         assert_eq!(f.root(), roots[i + 1], "root of size {}", i + 1);
     }
     let proof = |p: &Value| -> Vec<RootHash> {
-        p.as_array().unwrap().iter().map(|h| RootHash(hex32(h))).collect()
+        p.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| RootHash(hex32(h)))
+            .collect()
     };
     for c in v["inclusion"].as_array().unwrap() {
-        let (i, s) = (c["index"].as_u64().unwrap(), c["tree_size"].as_u64().unwrap());
-        tree::verify_inclusion(&proof(&c["proof"]), s, roots[s as usize], i, LeafHash(hex32(&c["leaf_hash"])))
-            .unwrap();
+        let (i, s) = (
+            c["index"].as_u64().unwrap(),
+            c["tree_size"].as_u64().unwrap(),
+        );
+        tree::verify_inclusion(
+            &proof(&c["proof"]),
+            s,
+            roots[s as usize],
+            i,
+            LeafHash(hex32(&c["leaf_hash"])),
+        )
+        .unwrap();
     }
     for c in v["consistency"].as_array().unwrap() {
         let (a, b) = (c["first"].as_u64().unwrap(), c["second"].as_u64().unwrap());
-        tree::verify_consistency(&proof(&c["proof"]), a, roots[a as usize], b, roots[b as usize]).unwrap();
+        tree::verify_consistency(
+            &proof(&c["proof"]),
+            a,
+            roots[a as usize],
+            b,
+            roots[b as usize],
+        )
+        .unwrap();
     }
 }
 

@@ -1,0 +1,227 @@
+//! `custody audit`: replays the whole log from its C2SP entry bundles and hash
+//! tiles, recomputes the root, checks the signed checkpoint, every envelope, every
+//! authorisation, every ref and every due-process rule, and checks that the log
+//! still extends the checkpoint remembered from the previous run (state file): a
+//! rewritten or forked log is reported as such.
+
+use crate::client::Client;
+use anyhow::{bail, Context, Result};
+use ledger::cases::Rules;
+use ledger::entry::leaf_hash;
+use ledger::replay::Replayer;
+use ledger::tree::{self, Frontier, TileRef, TILE_WIDTH};
+use ledger::types::RootHash;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// What the auditor remembers between runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub origin: String,
+    pub vkey: String,
+    pub tree_size: u64,
+    pub root_hash: RootHash,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Violation {
+    pub index: u64,
+    pub code: String,
+    pub rule: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub origin: String,
+    pub tree_size: u64,
+    pub root_hash: RootHash,
+    pub entries: u64,
+    pub actors: usize,
+    pub cases: usize,
+    pub violations: Vec<Violation>,
+    /// A problem with the log as a whole (fork, rollback, wrong root).
+    pub history: Option<String>,
+    pub seconds: f64,
+}
+
+fn progress(done: u64, total: u64, started: Instant, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    let rate = done as f64 / secs;
+    let eta = if rate > 0.0 {
+        (total - done) as f64 / rate
+    } else {
+        0.0
+    };
+    let width = 30usize;
+    let filled = if total == 0 {
+        width
+    } else {
+        (done as usize * width) / total as usize
+    };
+    eprint!(
+        "\r[{}{}] {done}/{total} entries  {rate:.0}/s  ETA {eta:.0}s   ",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) -> Result<Summary> {
+    let started = Instant::now();
+    let previous: Option<State> = match std::fs::read_to_string(state_path) {
+        Ok(t) => Some(
+            serde_json::from_str(&t)
+                .with_context(|| format!("state file {} is damaged", state_path.display()))?,
+        ),
+        Err(_) => None,
+    };
+    let vkey = match (vkey, &previous) {
+        (Some(k), _) => k.to_owned(),
+        (None, Some(p)) => p.vkey.clone(),
+        (None, None) => {
+            let info = client.log_info()?;
+            let k = info["vkey"]
+                .as_str()
+                .context("/v1/log has no vkey")?
+                .to_owned();
+            if !quiet {
+                eprintln!(
+                    "note: no --log-key and no state file: trusting the node's key {k} from now on"
+                );
+            }
+            k
+        }
+    };
+    if let Some(p) = &previous {
+        if p.vkey != vkey {
+            bail!("the state file {} remembers log key {}, not {vkey}; use another --state for another log", state_path.display(), p.vkey);
+        }
+    }
+    let cp = client.checkpoint(&vkey)?;
+    let size = cp.size;
+    let mut replay = Replayer::new(Rules::default());
+    let mut frontier = Frontier::new();
+    let mut violations = Vec::new();
+    let mut history = None;
+    let mut leaves = Vec::with_capacity(TILE_WIDTH as usize);
+    let tiles = size.div_ceil(TILE_WIDTH);
+    for n in 0..tiles {
+        let width = (size - n * TILE_WIDTH).min(TILE_WIDTH) as u32;
+        let t = TileRef {
+            level: None,
+            n,
+            width,
+        };
+        let bundle = client.get_bytes(&format!("/tile/{}", t.path()))?;
+        let entries = tree::split_bundle(&bundle)?;
+        if entries.len() != width as usize {
+            bail!(
+                "entry bundle {} holds {} entries, expected {width}",
+                t.path(),
+                entries.len()
+            );
+        }
+        leaves.clear();
+        for (k, bytes) in entries.iter().enumerate() {
+            let index = n * TILE_WIDTH + k as u64;
+            let leaf = leaf_hash(bytes);
+            leaves.push(leaf);
+            frontier.push(leaf);
+            if let Some(p) = &previous {
+                if frontier.size() == p.tree_size && frontier.root() != p.root_hash {
+                    history = Some(format!(
+                        "FORK: the first {} entries now hash to {}, but this auditor saw root {} at that size before: the log rewrote its history",
+                        p.tree_size, frontier.root(), p.root_hash
+                    ));
+                }
+            }
+            if let Err(e) = replay.apply(index, bytes) {
+                violations.push(Violation {
+                    index,
+                    code: e.code.as_str().to_owned(),
+                    rule: e.rule.map(str::to_owned),
+                    detail: e.to_string(),
+                });
+            }
+        }
+        // The level-0 hash tile must list exactly these leaf hashes.
+        let ht = TileRef {
+            level: Some(0),
+            n,
+            width,
+        };
+        let hashes = client.get_bytes(&format!("/tile/{}", ht.path()))?;
+        let expect: Vec<u8> = leaves.iter().flat_map(|l| l.0).collect();
+        if hashes != expect {
+            violations.push(Violation {
+                index: n * TILE_WIDTH,
+                code: "tile_mismatch".into(),
+                rule: None,
+                detail: format!(
+                    "hash tile {} does not list the leaf hashes of entry bundle {}",
+                    ht.path(),
+                    t.path()
+                ),
+            });
+        }
+        progress(frontier.size(), size, started, quiet);
+    }
+    if !quiet {
+        eprintln!();
+    }
+    if frontier.root() != cp.root {
+        history = Some(format!(
+            "ROOT MISMATCH: the {size} entries served hash to {}, but the signed checkpoint says {}",
+            frontier.root(),
+            cp.root
+        ));
+    }
+    if let Some(p) = &previous {
+        if size < p.tree_size {
+            history = Some(format!(
+                "ROLLBACK: the log now has {size} entries, fewer than the {} this auditor saw before",
+                p.tree_size
+            ));
+        } else if history.is_none() {
+            // The node's own consistency proof must also hold.
+            let proof: serde_json::Value = client.get_json(&format!(
+                "/v1/proofs/consistency?first={}&second={size}",
+                p.tree_size
+            ))?;
+            let hashes: Vec<RootHash> =
+                serde_json::from_value(proof["proof"].clone()).context("consistency proof")?;
+            if let Err(e) =
+                tree::verify_consistency(&hashes, p.tree_size, p.root_hash, size, cp.root)
+            {
+                history = Some(format!("FORK: {e}"));
+            }
+        }
+    }
+    if history.is_none() {
+        let state = State {
+            origin: cp.origin.clone(),
+            vkey: vkey.clone(),
+            tree_size: size,
+            root_hash: cp.root,
+        };
+        std::fs::write(state_path, serde_json::to_string_pretty(&state)? + "\n")
+            .with_context(|| format!("writing state file {}", state_path.display()))?;
+    }
+    Ok(Summary {
+        origin: cp.origin,
+        tree_size: size,
+        root_hash: cp.root,
+        entries: frontier.size(),
+        actors: replay.actors().count(),
+        cases: replay.cases().count(),
+        violations,
+        history,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

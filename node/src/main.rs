@@ -1,0 +1,167 @@
+//! `custody-node`: the HTTP adapter of a Custody log. A thin shell over `ledger`:
+//! it parses requests into ledger types, calls the store and the sequencer, and
+//! turns the answers into HTTP. No business rule lives only here.
+//!
+//! Rooms: `config` (flags and limits), `problem` (RFC 9457 errors), `body` (bodies
+//! and parameters from outside), `state` (what handlers share, async↔blocking
+//! bridges), `append` (write routes), `read` (JSON read routes), `tiles` (C2SP
+//! tiles), `blobs` (attachments), `metrics` (Prometheus), `observe` (request id,
+//! deadline, logs), `routes` (the table).
+#![forbid(unsafe_code)]
+
+mod append;
+mod blobs;
+mod body;
+mod config;
+mod metrics;
+mod observe;
+mod problem;
+mod read;
+mod routes;
+mod state;
+mod tiles;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use config::{Cli, Cmd, InitArgs, ServeArgs};
+use ledger::sequencer::Sequencer;
+use ledger::store::Store;
+use state::AppState;
+use std::future::IntoFuture;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long in-flight requests get to finish after SIGTERM before the node stops
+/// waiting for them (queued appends are still committed).
+const GRACE: Duration = Duration::from_secs(30);
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.cmd {
+        Cmd::Init(a) => init(&a),
+        Cmd::Serve(a) => serve(*a),
+    };
+    if let Err(e) = result {
+        eprintln!("custody-node: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn init(a: &InitArgs) -> Result<()> {
+    let store = Store::init(&a.data, &a.origin, a.admin_key)
+        .with_context(|| format!("creating a log in {}", a.data.display()))?;
+    println!("created log {} in {}", store.origin(), a.data.display());
+    println!("origin: {}", store.origin());
+    println!("vkey: {}", store.vkey());
+    Ok(())
+}
+
+/// True when `dir` is missing or empty: the only state in which `serve
+/// --init-admin-key` creates a log (anything else is an existing, maybe damaged, log
+/// that must be opened or reported, never overwritten).
+fn holds_nothing(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+fn open_store(a: &ServeArgs) -> Result<Store> {
+    if let (Some(admin), Some(origin)) = (a.init_admin_key, &a.origin) {
+        if holds_nothing(&a.data) {
+            let store = Store::init(&a.data, origin, admin)
+                .with_context(|| format!("creating a log in {}", a.data.display()))?;
+            tracing::info!(origin = %store.origin(), vkey = %store.vkey(), dir = %a.data.display(), "created a new log");
+            return Ok(store);
+        }
+    }
+    Store::open(&a.data).with_context(|| format!("opening the log in {}", a.data.display()))
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let store = Arc::new(open_store(&a)?);
+    let cp = store.checkpoint();
+    tracing::info!(origin = %store.origin(), vkey = %store.vkey(), tree_size = cp.size, root = %cp.root, "log opened and checked");
+    let config = a.sequencer_config();
+    let sequencer = Sequencer::start(store, config);
+    let state = Arc::new(AppState::new(
+        sequencer,
+        a.limits(),
+        config.rules,
+        config.queue_capacity,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("custody-http")
+        .build()
+        .context("starting the async runtime")?;
+    let served = rt.block_on(run(state.clone(), a.listen));
+    // Every connection is closed: stop the sequencer, which commits what it queued.
+    if let Some(mut seq) = state.take_sequencer() {
+        seq.shutdown();
+    }
+    tracing::info!(tree_size = state.store.size(), "stopped");
+    rt.shutdown_timeout(Duration::from_secs(5));
+    served
+}
+
+async fn run(state: state::Shared, listen: std::net::SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} (--listen): is another process using it?")
+        })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(listen), "listening");
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = stop.clone();
+    let server = axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            stopping.notify_one();
+        })
+        .into_future();
+    tokio::select! {
+        r = server => r.context("serving HTTP"),
+        _ = async { stop.notified().await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!(grace_secs = GRACE.as_secs(), "requests still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

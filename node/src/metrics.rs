@@ -1,0 +1,241 @@
+//! Prometheus text exposition (format 0.0.4) of the sequencer's counters plus what
+//! only the node sees: refusals by code and HTTP requests by route and status.
+
+use ledger::sequencer::{Stats, GROUP_BOUNDS, LATENCY_BOUNDS_MS};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the HTTP latency histogram.
+const HTTP_BOUNDS_S: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// Counters owned by the node.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    next_request: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// (method, route pattern, status) → count.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Non-cumulative counts per bound of [`HTTP_BOUNDS_S`], plus one overflow slot.
+    latency: Mutex<([u64; HTTP_BOUNDS_S.len() + 1], f64)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a counter lock cannot leave a counter half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Metrics {
+    /// A fresh request number (1, 2, …) for this process.
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Counts `n` refused events under their problem code.
+    pub fn refused(&self, code: &'static str, n: u64) {
+        *lock(&self.refused).entry(code).or_default() += n;
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        *lock(&self.requests)
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+        let s = took.as_secs_f64();
+        let mut l = lock(&self.latency);
+        let slot = HTTP_BOUNDS_S
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(HTTP_BOUNDS_S.len());
+        l.0[slot] += 1;
+        l.1 += s;
+    }
+
+    /// The whole exposition.
+    pub fn render(&self, stats: &Stats, tree_size: u64, queue_capacity: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let groups = stats.groups.load(Relaxed);
+        let appended = stats.appended.load(Relaxed);
+        gauge(
+            &mut out,
+            "custody_tree_size",
+            "Entries in the log (size of the latest signed checkpoint).",
+            tree_size,
+        );
+        gauge(
+            &mut out,
+            "custody_queue_capacity",
+            "Append requests the sequencer queue holds before answering 503.",
+            queue_capacity as u64,
+        );
+        counter(
+            &mut out,
+            "custody_appended_total",
+            "Events appended to the log by this process.",
+            appended,
+        );
+        counter(
+            &mut out,
+            "custody_duplicates_total",
+            "Events submitted again and answered with their original receipt.",
+            stats.duplicates.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "custody_groups_total",
+            "Groups committed (one fsync and one checkpoint signature each).",
+            groups,
+        );
+
+        header(
+            &mut out,
+            "custody_refused_total",
+            "Events refused, by problem code.",
+            "counter",
+        );
+        for (code, n) in lock(&self.refused).iter() {
+            let _ = writeln!(out, "custody_refused_total{{code=\"{code}\"}} {n}");
+        }
+
+        let counts: Vec<u64> = stats
+            .group_buckets
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect();
+        let bounds: Vec<String> = GROUP_BOUNDS.iter().map(|b| b.to_string()).collect();
+        histogram(
+            &mut out,
+            "custody_group_size",
+            "Events per committed group.",
+            &bounds,
+            &counts,
+            groups,
+            &appended.to_string(),
+        );
+
+        let counts: Vec<u64> = stats
+            .commit_buckets
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect();
+        let bounds: Vec<String> = LATENCY_BOUNDS_MS
+            .iter()
+            .map(|ms| fmt_f64(ms / 1000.0))
+            .collect();
+        let sum = stats.commit_micros.load(Relaxed) as f64 / 1e6;
+        histogram(
+            &mut out,
+            "custody_commit_seconds",
+            "Time to judge, write (synced) and sign one group.",
+            &bounds,
+            &counts,
+            groups,
+            &fmt_f64(sum),
+        );
+
+        header(
+            &mut out,
+            "custody_http_requests_total",
+            "HTTP requests answered, by method, route and status.",
+            "counter",
+        );
+        for ((method, route, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "custody_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(method),
+                escape(route)
+            );
+        }
+
+        let (slots, sum) = *lock(&self.latency);
+        let total: u64 = slots.iter().sum();
+        let bounds: Vec<String> = HTTP_BOUNDS_S.iter().map(|b| fmt_f64(*b)).collect();
+        histogram(
+            &mut out,
+            "custody_http_request_seconds",
+            "Time to answer an HTTP request.",
+            &bounds,
+            &slots[..HTTP_BOUNDS_S.len()],
+            total,
+            &fmt_f64(sum),
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// Writes a histogram from non-cumulative per-bucket counts (observations above the
+/// last bound only appear in `+Inf`, which is `total`).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[String],
+    counts: &[u64],
+    total: u64,
+    sum: &str,
+) {
+    header(out, name, help, "histogram");
+    let mut cumulative = 0;
+    for (le, n) in bounds.iter().zip(counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {total}");
+}
+
+fn fmt_f64(v: f64) -> String {
+    // Prometheus accepts Go float syntax; Rust's shortest round-trip form is valid.
+    format!("{v}")
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_end_in_inf() {
+        let stats = Stats::default();
+        stats.groups.store(3, Relaxed);
+        stats.appended.store(10, Relaxed);
+        stats.group_buckets[0].store(1, Relaxed);
+        stats.group_buckets[2].store(2, Relaxed);
+        let m = Metrics::default();
+        m.refused("bad_signature", 1);
+        m.request("GET", "/v1/log", 200, Duration::from_millis(2));
+        let text = m.render(&stats, 11, 1024);
+        assert!(text.contains("custody_group_size_bucket{le=\"1\"} 1\n"));
+        assert!(text.contains("custody_group_size_bucket{le=\"4\"} 1\n"));
+        assert!(text.contains("custody_group_size_bucket{le=\"16\"} 3\n"));
+        assert!(text.contains("custody_group_size_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("custody_group_size_sum 10\n"));
+        assert!(text.contains("custody_refused_total{code=\"bad_signature\"} 1\n"));
+        assert!(text.contains(
+            "custody_http_requests_total{method=\"GET\",route=\"/v1/log\",status=\"200\"} 1\n"
+        ));
+        assert!(text.contains("custody_tree_size 11\n"));
+    }
+}

@@ -1,0 +1,98 @@
+//! What every handler shares: the store, the sequencer, the limits and the metrics;
+//! plus the two bridges from async handlers to the ledger's blocking world.
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use ledger::cases::Rules;
+use ledger::envelope::Opened;
+use ledger::receipt::Receipt;
+use ledger::sequencer::{Sequencer, Stats};
+use ledger::store::Store;
+use ledger::{Code, LedgerError};
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+
+pub type Shared = Arc<AppState>;
+
+/// One submitted item's outcome: a receipt and whether it was a duplicate.
+pub type Outcome = Result<(Receipt, bool), LedgerError>;
+
+pub struct AppState {
+    pub store: Arc<Store>,
+    /// `None` once shutdown has begun; appends are then refused as overloaded.
+    sequencer: RwLock<Option<Sequencer>>,
+    pub stats: Arc<Stats>,
+    pub limits: Limits,
+    /// The rules the sequencer enforces (the case route reports deadlines by them).
+    pub rules: Rules,
+    pub queue_capacity: usize,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        sequencer: Sequencer,
+        limits: Limits,
+        rules: Rules,
+        queue_capacity: usize,
+    ) -> AppState {
+        AppState {
+            store: sequencer.store().clone(),
+            stats: sequencer.stats().clone(),
+            sequencer: RwLock::new(Some(sequencer)),
+            limits,
+            rules,
+            queue_capacity,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Hands items to the sequencer and waits for their outcomes without blocking a
+    /// runtime thread. A full queue is answered at once with `Overloaded`.
+    pub async fn submit(
+        &self,
+        items: Vec<Result<Opened, LedgerError>>,
+    ) -> Result<Vec<Outcome>, Problem> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.sequencer.read().unwrap_or_else(|e| e.into_inner());
+            let seq = guard.as_ref().ok_or_else(|| {
+                Problem::from(
+                    LedgerError::new(Code::Overloaded, "the node is shutting down")
+                        .expected("retry once the node is back (Retry-After)"),
+                )
+            })?;
+            seq.submit(
+                items,
+                Box::new(move |r| {
+                    // The requester may have gone (timeout, disconnect); its events
+                    // are logged all the same and a retry gets the same receipt.
+                    let _ = tx.send(r);
+                }),
+            )?;
+        }
+        rx.await.map_err(|_| {
+            Problem::internal("the sequencer stopped before answering; check the node's log")
+        })
+    }
+
+    /// Takes the sequencer out so it can be shut down (it finishes queued groups).
+    pub fn take_sequencer(&self) -> Option<Sequencer> {
+        self.sequencer
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Runs blocking ledger work (RocksDB reads, signature checks) off the runtime threads.
+pub async fn blocking<T, F>(f: F) -> Result<T, Problem>
+where
+    F: FnOnce() -> Result<T, Problem> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("a worker task failed: {e}")))?
+}

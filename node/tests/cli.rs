@@ -1,0 +1,112 @@
+//! The binary's command line. Having an integration test here also makes
+//! `cargo test --workspace` build `custody-node` before the end-to-end tests in
+//! tests/ look for it.
+
+use std::process::Command;
+
+fn node() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_custody-node"))
+}
+
+#[test]
+fn help_exits_zero_and_lists_both_commands() {
+    let out = node().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("init") && text.contains("serve"), "{text}");
+}
+
+#[test]
+fn serve_help_explains_every_limit() {
+    let out = node().args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--data",
+        "--listen",
+        "--init-admin-key",
+        "--origin",
+        "--max-body-bytes",
+        "--max-batch",
+        "--max-blob-bytes",
+        "--queue",
+        "--max-group",
+        "--clock-skew-secs",
+        "--request-timeout-secs",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+    assert!(text.contains("CUSTODY_DATA") && text.contains("CUSTODY_LISTEN"));
+}
+
+#[test]
+fn a_bad_limit_names_the_flag_and_what_it_expects() {
+    let out = node()
+        .args(["serve", "--max-body-bytes", "lots"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-body-bytes") && err.contains("expected a byte count"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_admin_key_names_the_flag() {
+    let out = node()
+        .args([
+            "init",
+            "--data",
+            "/nonexistent/x",
+            "--origin",
+            "custody.test/x",
+            "--admin-key",
+            "xyz",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin-key") && err.contains("64 lowercase hex"),
+        "{err}"
+    );
+}
+
+#[test]
+fn init_twice_in_one_directory_is_refused() {
+    let dir = std::env::temp_dir().join(format!("custody-node-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let admin = "5866666666666666666666666666666666666666666666666666666666666666";
+    let init = || {
+        node()
+            .args([
+                "init",
+                "--origin",
+                "custody.test/cli",
+                "--admin-key",
+                admin,
+                "--data",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = init();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("origin: custody.test/cli") && out.contains("vkey: custody.test/cli+"),
+        "{out}"
+    );
+    let second = init();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a log"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
