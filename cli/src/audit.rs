@@ -81,11 +81,14 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
         ),
         Err(_) => None,
     };
+    let info = client.log_info()?;
+    // The log's declared parameters (clock skew, platform window); replay always
+    // enforces every rule whatever the node says.
+    let rules: Rules = serde_json::from_value(info["rules"].clone()).unwrap_or_default();
     let vkey = match (vkey, &previous) {
         (Some(k), _) => k.to_owned(),
         (None, Some(p)) => p.vkey.clone(),
         (None, None) => {
-            let info = client.log_info()?;
             let k = info["vkey"]
                 .as_str()
                 .context("/v1/log has no vkey")?
@@ -105,7 +108,7 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     }
     let cp = client.checkpoint(&vkey)?;
     let size = cp.size;
-    let mut replay = Replayer::new(Rules::default());
+    let mut replay = Replayer::new(rules);
     let mut frontier = Frontier::new();
     let mut violations = Vec::new();
     let mut history = None;

@@ -59,7 +59,7 @@ enum Cmd {
     /// Append a signed event (or --batch FILE.jsonl).
     Append {
         /// One event per line: {"kind","case"?,"claimed_at"?,"refs"?:[index…],"body"}.
-        #[arg(long, value_name = "FILE.jsonl", conflicts_with = "kind")]
+        #[arg(long, value_name = "FILE.jsonl")]
         batch: Option<PathBuf>,
         #[command(subcommand)]
         kind: Option<Box<append::Kind>>,
@@ -96,6 +96,8 @@ enum Cmd {
     Checkpoint,
     /// Show a case's due-process timeline.
     Case { id: String },
+    /// Key indicators per brand and marketplace (each linked to its entries).
+    Stats,
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,7 +269,8 @@ fn run(cli: Cli) -> Result<()> {
             let key = ctx.signing_key()?;
             let vkey = ctx.vkey(&client)?;
             match (batch, kind) {
-                (Some(path), _) => {
+                (Some(_), Some(_)) => bail!("give either --batch FILE.jsonl or one event kind, not both"),
+                (Some(path), None) => {
                     let results = append::batch(&client, &key, &path, &vkey)?;
                     let failed = results.iter().filter(|r| r.is_err()).count();
                     let v: Vec<Value> = results
@@ -457,6 +460,11 @@ fn run(cli: Cli) -> Result<()> {
             let v: Value = client.get_json(&format!("/v1/cases/{id}"))?;
             ctx.print(&v, || case_table(&v));
         }
+        Cmd::Stats => {
+            let client = ctx.client()?;
+            let v: Value = client.get_json("/v1/stats")?;
+            ctx.print(&v, || stats_table(&v));
+        }
     }
     Ok(())
 }
@@ -507,4 +515,66 @@ fn case_table(v: &Value) -> String {
         }
     }
     s
+}
+
+fn stats_table(v: &Value) -> String {
+    let secs = |d: &Value, k: &str| d[k].as_f64().map(human_secs).unwrap_or_else(|| "-".into());
+    let rate = |r: &Value| match r["rate"].as_f64() {
+        Some(x) => format!(
+            "{:.0}% ({}/{})",
+            x * 100.0,
+            r["numerator"],
+            r["denominator"]
+        ),
+        None => "-".into(),
+    };
+    let mut s = format!("indicators at tree size {}\n", v["tree_size"]);
+    for (title, key) in [("brand", "brands"), ("marketplace", "marketplaces")] {
+        s += &format!(
+            "\n{:<20} {:>6}  {:>16}  {:>16}  {:>14}  {:>14}  {:>5}  by state\n",
+            title,
+            "cases",
+            "detect→notice p50/p90",
+            "notice→down p50/p90",
+            "counter rate",
+            "reinst. rate",
+            "late"
+        );
+        if let Some(m) = v[key].as_object() {
+            for (name, f) in m {
+                s += &format!(
+                    "{:<20} {:>6}  {:>16}  {:>16}  {:>14}  {:>14}  {:>5}  {}\n",
+                    name,
+                    f["cases"],
+                    format!(
+                        "{}/{}",
+                        secs(&f["detection_to_notice"], "median_secs"),
+                        secs(&f["detection_to_notice"], "p90_secs")
+                    ),
+                    format!(
+                        "{}/{}",
+                        secs(&f["notice_to_takedown"], "median_secs"),
+                        secs(&f["notice_to_takedown"], "p90_secs")
+                    ),
+                    rate(&f["counter_notice_rate"]),
+                    rate(&f["reinstatement_rate"]),
+                    f["late_reinstatements"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(0),
+                    f["by_state"],
+                );
+            }
+        }
+    }
+    s + "\n(--json lists the entry indices behind every figure)"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`entry`]: the leaf bytes `{"logged_at", "envelope"}` and their parsing.
 //! - [`tree`]: RFC 6962 hashing, proofs and C2SP tile paths, via `tlog_tiles`.
 //! - [`checkpoint`]: C2SP checkpoints signed as signed-notes, the log key.
+//! - [`keyfile`]: actor key files (0600 JSON holding an Ed25519 seed).
 //! - [`roles`]: the actor registry and which role may emit which kind.
 //! - [`cases`]: the due-process state machine shared by append and audit.
 //! - [`replay`]: the rules applied to one entry at a given log state (shared by the
@@ -29,6 +30,7 @@ pub mod entry;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod keyfile;
 pub mod receipt;
 pub mod replay;
 pub mod roles;

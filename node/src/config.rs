@@ -51,13 +51,14 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "CUSTODY_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
-    /// If the data directory holds no log yet, create one with this admin key first
-    /// (64 lowercase hex characters). Needs --origin. Ignored when a log exists.
-    #[arg(long, value_name = "HEX64", value_parser = parse_admin_key, requires = "origin")]
+    /// If the data directory holds nothing yet, create a log whose first admin is
+    /// this public key (64 lowercase hex characters). Without it, a new admin key is
+    /// generated into DATA/admin.key (mode 0600). Ignored when a log exists.
+    #[arg(long, value_name = "HEX64", value_parser = parse_admin_key)]
     pub init_admin_key: Option<KeyId>,
-    /// The origin for a log created by --init-admin-key.
-    #[arg(long, value_parser = parse_origin, requires = "init_admin_key")]
-    pub origin: Option<String>,
+    /// The origin (the log's name in checkpoints) for a log created on first start.
+    #[arg(long, value_parser = parse_origin, default_value = "custody.localhost/log")]
+    pub origin: String,
     /// Largest body of POST /v1/events (one envelope), e.g. 1048576 or 1MiB.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_body_bytes: usize,

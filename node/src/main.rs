@@ -69,8 +69,8 @@ fn init(a: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// True when `dir` is missing or empty: the only state in which `serve
-/// --init-admin-key` creates a log (anything else is an existing, maybe damaged, log
+/// True when `dir` is missing or empty: the only state in which `serve` creates a
+/// log (anything else is an existing, maybe damaged, log
 /// that must be opened or reported, never overwritten).
 fn holds_nothing(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
@@ -80,13 +80,26 @@ fn holds_nothing(dir: &Path) -> bool {
 }
 
 fn open_store(a: &ServeArgs) -> Result<Store> {
-    if let (Some(admin), Some(origin)) = (a.init_admin_key, &a.origin) {
-        if holds_nothing(&a.data) {
-            let store = Store::init(&a.data, origin, admin)
-                .with_context(|| format!("creating a log in {}", a.data.display()))?;
-            tracing::info!(origin = %store.origin(), vkey = %store.vkey(), dir = %a.data.display(), "created a new log");
-            return Ok(store);
-        }
+    if holds_nothing(&a.data) {
+        std::fs::create_dir_all(&a.data).with_context(|| {
+            format!("creating the data directory {} (--data)", a.data.display())
+        })?;
+        let admin = match a.init_admin_key {
+            Some(k) => k,
+            None => {
+                let path = a.data.join("admin.key");
+                let key = ledger::keyfile::generate(&path)
+                    .with_context(|| format!("creating the first admin key {}", path.display()))?;
+                let id = ledger::types::KeyId(key.verifying_key().to_bytes());
+                tracing::info!(key_file = %path.display(), public_key = %id,
+                    "generated the first admin key (mode 0600): keep it safe, it registers every actor");
+                id
+            }
+        };
+        let store = Store::init(&a.data, &a.origin, admin)
+            .with_context(|| format!("creating a log in {}", a.data.display()))?;
+        tracing::info!(origin = %store.origin(), vkey = %store.vkey(), dir = %a.data.display(), "created a new log");
+        return Ok(store);
     }
     Store::open(&a.data).with_context(|| format!("opening the log in {}", a.data.display()))
 }

@@ -52,6 +52,7 @@ pub async fn log_info(State(s): State<Shared>) -> Json<Value> {
         "hash_algorithm": "SHA-256",
         "tree_size": cp.size,
         "checkpoint": cp.note,
+        "rules": s.rules,
     }))
 }
 
@@ -210,7 +211,7 @@ pub async fn bundle(
 ) -> Result<Response, Problem> {
     let index = number("index", &path_param(p, "index")?)?;
     let bytes = blocking(move || {
-        let b = ledger::bundle::build(&s.store, index)?;
+        let b = ledger::bundle::build_with_rules(&s.store, index, &s.rules)?;
         Ok(serde_json::to_vec_pretty(&b).expect("bundle serialises"))
     })
     .await?;
@@ -238,6 +239,23 @@ pub async fn case(
             .case_state(&id)?
             .ok_or_else(|| Problem::not_found(format!("no case {id} in this log")).field("id"))?;
         Ok(Json(timeline(&state, &rules, size)))
+    })
+    .await
+}
+
+/// `GET /v1/stats`: key indicators per brand and per marketplace, each figure
+/// listing the entry indices it was computed from.
+pub async fn stats(State(s): State<Shared>) -> Result<Json<Value>, Problem> {
+    blocking(move || {
+        let cp = s.store.checkpoint();
+        let cases = s.store.case_states()?;
+        let stats = ledger::stats::compute(&cases);
+        Ok(Json(json!({
+            "tree_size": cp.size,
+            "checkpoint": cp.note,
+            "brands": stats.brands,
+            "marketplaces": stats.marketplaces,
+        })))
     })
     .await
 }

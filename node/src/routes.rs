@@ -29,6 +29,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/proofs/consistency", get(read::consistency))
         .route("/v1/bundles/{index}", get(read::bundle))
         .route("/v1/cases/{id}", get(read::case))
+        .route("/v1/stats", get(read::stats))
         .route("/v1/blobs", post(blobs::put).layer(blob))
         .route("/v1/blobs/{blake3}", get(blobs::get))
         .route("/healthz", get(read::healthz))

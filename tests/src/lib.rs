@@ -359,6 +359,18 @@ impl Node {
         }
     }
 
+    /// Stops the node (it must exit 0) and hands back its directory (`data/` inside),
+    /// to copy, tamper with, or serve again with [`Node::start_in`].
+    pub fn stop_and_keep(mut self) -> tempfile::TempDir {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "custody-node exited with {status} on SIGTERM:\n{}",
+            self.log()
+        );
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Stops the node (it must exit 0) and serves the same data directory again.
     pub fn restart(&mut self) {
         let status = self.stop();
@@ -490,4 +502,58 @@ pub fn verify_receipt(receipt: &Value, vkey: &str) -> Receipt {
 /// Where spec/ lives (for the OpenAPI test).
 pub fn spec_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec"))
+}
+
+/// Copies a directory tree (a stopped node's data dir, say) into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("dir entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// Output of one `custody` run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "custody printed no JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs the real `custody` binary with `args`, in `cwd`, against `node` (if any),
+/// with no config file of the user's.
+pub fn custody(cwd: &Path, node: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(binary("custody"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("CUSTODY_NODE")
+        .env_remove("CUSTODY_KEY")
+        .env_remove("CUSTODY_LOG_KEY")
+        .env("CUSTODY_CONFIG", cwd.join("no-such-config.json"))
+        .stdin(Stdio::null());
+    if let Some(url) = node {
+        cmd.env("CUSTODY_NODE", url);
+    }
+    let out = cmd.output().expect("running custody");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
