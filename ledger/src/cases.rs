@@ -134,6 +134,7 @@ pub struct CaseState {
     pub marketplace: Option<String>,
     pub seller_id: Option<String>,
     pub regime: Option<Regime>,
+    /// When the counter-notice was received (its `claimed_at`).
     pub counter_notice_at: Option<DateTime<Utc>>,
     pub steps: Vec<Step>,
 }
@@ -365,7 +366,10 @@ pub fn transition(
         }
         Body::CounterNotice(_) => {
             next.state = State::Countered;
-            next.counter_notice_at = Some(ev.logged_at);
+            // The window runs from when the marketplace received the counter-notice
+            // (§512(g)(2)(C)): its claimed time, which the log bounds by its own
+            // clock (claimed_in_future) and by the takedown it answers.
+            next.counter_notice_at = Some(ev.claimed_at);
         }
         Body::LegalAction(_) => next.state = State::InCourt,
         Body::Withdrawal(_) => next.state = State::Withdrawn,
@@ -374,7 +378,7 @@ pub fn transition(
                 let regime = next.regime.unwrap_or(Regime::Platform);
                 let w = rules.window(regime);
                 // Invariant: Countered always has a counter-notice time.
-                let from = next.counter_notice_at.unwrap_or(ev.logged_at).date_naive();
+                let from = next.counter_notice_at.unwrap_or(ev.claimed_at).date_naive();
                 let earliest = add_business_days(from, w.min_business_days);
                 let at = ev.claimed_at.date_naive();
                 if at < earliest {

@@ -229,8 +229,10 @@ impl Worker {
     fn group(&mut self, jobs: Vec<Job>) {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
-        // logged_at never goes backwards, even if the wall clock does.
-        let now = Utc::now();
+        // logged_at never goes backwards, even if the wall clock does, and has the
+        // millisecond precision the entry bytes carry, so that every record of it
+        // (case steps, stats) equals what a reader of the entry sees.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
         let logged_at = match self.last_logged {
             Some(last) if last > now => last,
             _ => now,

@@ -141,7 +141,7 @@ impl Store {
             actors: RwLock::new(HashMap::new()),
             commit_lock: Mutex::new(()),
         };
-        let now = Utc::now();
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
         let effects =
             crate::replay::judge(&store, 0, now, &opened, &crate::cases::Rules::default())?;
         store.commit(vec![NewEntry {
