@@ -186,7 +186,8 @@ pub struct CaseEvent<'a> {
     pub refs: &'a [RefInfo],
 }
 
-fn refuse(rule: &'static str, detail: String, expected: &str) -> LedgerError {
+/// A due-process refusal naming its rule (spec/due-process.md §Rule codes).
+pub(crate) fn refuse(rule: &'static str, detail: String, expected: &str) -> LedgerError {
     LedgerError::new(Code::DueProcess, detail)
         .rule(rule)
         .expected(expected)

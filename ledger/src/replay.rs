@@ -95,12 +95,6 @@ fn resolve_refs<V: LogView>(view: &V, index: Index, ev: &Event) -> Result<Vec<Re
     Ok(out)
 }
 
-fn due(rule: &'static str, detail: String, expected: &str) -> LedgerError {
-    LedgerError::new(Code::DueProcess, detail)
-        .rule(rule)
-        .expected(expected)
-}
-
 /// Judges one opened envelope at `index`, received at `logged_at`.
 pub fn judge<V: LogView>(
     view: &V,
@@ -152,7 +146,7 @@ pub fn judge<V: LogView>(
     let mut effects = Effects::default();
     let checked: Result<()> = (|| {
         if ev.claimed_at > logged_at + Duration::seconds(rules.max_clock_skew_secs) {
-            return Err(due(
+            return Err(cases::refuse(
                 "claimed_in_future",
                 format!(
                     "claimed_at {} is after the log received it ({})",
@@ -165,7 +159,7 @@ pub fn judge<V: LogView>(
             ));
         }
         if let Some(r) = refs.iter().find(|r| r.claimed_at > ev.claimed_at) {
-            return Err(due(
+            return Err(cases::refuse(
                 "claimed_before_ref",
                 format!(
                     "claimed_at {} is before entry {} it refers to ({})",
@@ -177,7 +171,7 @@ pub fn judge<V: LogView>(
         match &ev.body {
             Body::ActorRegister(a) => {
                 if view.actor(&a.key)?.is_some() {
-                    return Err(due(
+                    return Err(cases::refuse(
                         "actor_exists",
                         format!("key {} is already registered", a.key),
                         "a new key (a revoked key cannot be registered again)",
@@ -198,7 +192,7 @@ pub fn judge<V: LogView>(
                     effects.actor = Some(a);
                 }
                 _ => {
-                    return Err(due(
+                    return Err(cases::refuse(
                         "actor_not_active",
                         format!("key {} is not an active actor", r.key),
                         "the key of a registered, unrevoked actor",

@@ -1,0 +1,143 @@
+//! The CLI's other commands against a real node: batch appends from a JSONL file,
+//! proofs, entries, checkpoints, and errors that say what to do.
+
+use custody_e2e::*;
+
+fn setup() -> (Node, tempfile::TempDir, String) {
+    let node = Node::start();
+    let work = tempfile::tempdir().unwrap();
+    ledger::keyfile::write(&work.path().join("inv.key"), &key(7)).unwrap();
+    node.register(&key(7), "Investigator", "Acme", &["investigator"]);
+    let vkey = node.vkey();
+    (node, work, vkey)
+}
+
+#[test]
+fn append_batch_appends_every_line_and_verifies_every_receipt() {
+    let (node, work, vkey) = setup();
+    let lines: Vec<String> = (0..5)
+        .map(|i| serde_json::json!({"kind": "scan", "body": {"product_id": "04012345678901", "serial": format!("SN-{i}"),
+            "marking": "qr", "result": "genuine", "location": {"country": "DE"}, "device": "d"}}).to_string())
+        .collect();
+    std::fs::write(work.path().join("events.jsonl"), lines.join("\n")).unwrap();
+    let before = node.size();
+    let run = custody(
+        work.path(),
+        Some(&node.url),
+        &[
+            "--json",
+            "--key",
+            "inv.key",
+            "--log-key",
+            &vkey,
+            "append",
+            "--batch",
+            "events.jsonl",
+        ],
+    );
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json().as_array().unwrap().len(), 5);
+    assert_eq!(node.size(), before + 5);
+}
+
+#[test]
+fn a_bad_line_in_a_batch_is_named_and_nothing_is_sent() {
+    let (node, work, vkey) = setup();
+    std::fs::write(
+        work.path().join("events.jsonl"),
+        "{\"kind\":\"scan\",\"body\":{}}\nnot json\n",
+    )
+    .unwrap();
+    let before = node.size();
+    let run = custody(
+        work.path(),
+        Some(&node.url),
+        &[
+            "--key",
+            "inv.key",
+            "--log-key",
+            &vkey,
+            "append",
+            "--batch",
+            "events.jsonl",
+        ],
+    );
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("events.jsonl:1"),
+        "the error must name the line: {}",
+        run.stderr
+    );
+    assert_eq!(node.size(), before);
+}
+
+#[test]
+fn prove_get_and_checkpoint_print_verified_answers() {
+    let (node, work, vkey) = setup();
+    let w = work.path();
+    let prove = custody(
+        w,
+        Some(&node.url),
+        &["--json", "--log-key", &vkey, "prove", "1"],
+    );
+    assert!(prove.ok, "{}", prove.stderr);
+    assert_eq!(prove.json()["verified"], true);
+    let get = custody(w, Some(&node.url), &["--json", "get", "1"]);
+    assert_eq!(get.json()["event"]["kind"], "actor.register");
+    let cp = custody(
+        w,
+        Some(&node.url),
+        &["--json", "--log-key", &vkey, "checkpoint"],
+    );
+    assert_eq!(cp.json()["tree_size"].as_u64(), Some(node.size()));
+    let other = "custody.test/e2e+12345678+AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    let forged = custody(w, Some(&node.url), &["--log-key", other, "checkpoint"]);
+    assert!(!forged.ok, "a checkpoint must not verify under another key");
+}
+
+#[test]
+fn an_invalid_event_is_refused_locally_naming_the_field() {
+    let (node, work, vkey) = setup();
+    let before = node.size();
+    let run = custody(
+        work.path(),
+        Some(&node.url),
+        &[
+            "--key",
+            "inv.key",
+            "--log-key",
+            &vkey,
+            "append",
+            "detection",
+            "--case",
+            "c1",
+            "--marketplace",
+            "m",
+            "--listing-url",
+            "not-a-url",
+            "--listing-id",
+            "1",
+            "--seller-id",
+            "s",
+            "--method",
+            "ocr",
+            "--confidence",
+            "50",
+        ],
+    );
+    assert!(!run.ok);
+    assert!(run.stderr.contains("body.listing_url"), "{}", run.stderr);
+    assert_eq!(node.size(), before);
+}
+
+#[test]
+fn a_node_that_is_down_is_reported_with_what_to_check() {
+    let work = tempfile::tempdir().unwrap();
+    let run = custody(work.path(), Some("http://127.0.0.1:9"), &["get", "0"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("cannot reach the node") && run.stderr.contains("custody-node running"),
+        "{}",
+        run.stderr
+    );
+}
