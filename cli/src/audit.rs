@@ -160,18 +160,36 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
             width,
         };
         let hashes = client.get_bytes(&format!("/tile/{}", ht.path()))?;
-        let expect: Vec<u8> = leaves.iter().flat_map(|l| l.0).collect();
-        if hashes != expect {
+        if hashes.len() != leaves.len() * 32 {
             violations.push(Violation {
                 index: n * TILE_WIDTH,
                 code: "tile_mismatch".into(),
                 rule: None,
                 detail: format!(
-                    "hash tile {} does not list the leaf hashes of entry bundle {}",
+                    "hash tile {} has {} bytes, expected {}",
                     ht.path(),
-                    t.path()
+                    hashes.len(),
+                    leaves.len() * 32
                 ),
             });
+        } else {
+            // Name each entry whose bytes do not hash to the tree's leaf: an entry
+            // altered in the store or on a mirror.
+            for (k, (leaf, served)) in leaves.iter().zip(hashes.chunks(32)).enumerate() {
+                if leaf.0 != served {
+                    violations.push(Violation {
+                        index: n * TILE_WIDTH + k as u64,
+                        code: "entry_altered".into(),
+                        rule: None,
+                        detail: format!(
+                            "entry {}: its bytes hash to {leaf}, but the tree (hash tile {}) holds {}",
+                            n * TILE_WIDTH + k as u64,
+                            ht.path(),
+                            hex::encode(served)
+                        ),
+                    });
+                }
+            }
         }
         progress(frontier.size(), size, started, quiet);
     }

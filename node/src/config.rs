@@ -27,6 +27,16 @@ pub enum Cmd {
     Init(InitArgs),
     /// Serve a log over HTTP until SIGTERM or Ctrl-C.
     Serve(Box<ServeArgs>),
+    /// Check a stopped log in full (every entry against the tree, the root against
+    /// the signed checkpoint); names the first damaged entry. Exits non-zero if any.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Data directory holding the log (the node must not be serving it).
+    #[arg(long, env = "CUSTODY_DATA", default_value = "./custody-data")]
+    pub data: PathBuf,
 }
 
 #[derive(Debug, Args)]

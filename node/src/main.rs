@@ -23,7 +23,7 @@ mod tiles;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use config::{Cli, Cmd, InitArgs, ServeArgs};
+use config::{CheckArgs, Cli, Cmd, InitArgs, ServeArgs};
 use ledger::sequencer::Sequencer;
 use ledger::store::Store;
 use state::AppState;
@@ -42,6 +42,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Init(a) => init(&a),
         Cmd::Serve(a) => serve(*a),
+        Cmd::Check(a) => check(&a),
     };
     if let Err(e) = result {
         eprintln!("custody-node: error: {e:#}");
@@ -66,6 +67,27 @@ fn init(a: &InitArgs) -> Result<()> {
     println!("created log {} in {}", store.origin(), a.data.display());
     println!("origin: {}", store.origin());
     println!("vkey: {}", store.vkey());
+    Ok(())
+}
+
+fn check(a: &CheckArgs) -> Result<()> {
+    let store =
+        Store::open(&a.data).with_context(|| format!("opening the log in {}", a.data.display()))?;
+    let started = std::time::Instant::now();
+    store
+        .verify_all(&mut |done, total| {
+            eprint!("\rchecked {done}/{total} entries");
+        })
+        .with_context(|| format!("checking the log in {}", a.data.display()))?;
+    let cp = store.checkpoint();
+    eprintln!();
+    println!(
+        "ok: {} entries of {} check against the signed checkpoint (root {}) in {:.1}s",
+        cp.size,
+        store.origin(),
+        cp.root,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -110,3 +110,45 @@ fn init_twice_in_one_directory_is_refused() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a log"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = node()
+        .args(["init", "--origin", "custody.test/check", "--admin-key"])
+        .arg(hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .as_bytes(),
+        ))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let ok = node()
+        .arg("check")
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 entries"));
+    let empty = node()
+        .arg("check")
+        .arg("--data")
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("custody-node init"));
+}

@@ -156,3 +156,44 @@ fn audit_flags_exactly_the_entries_a_lax_node_let_through() {
         "each violation names its rule: {v:?}"
     );
 }
+
+#[test]
+fn an_entry_altered_on_disk_is_named_by_index_by_the_audit() {
+    let node = Node::start();
+    let brand = key(2);
+    node.register(&brand, "Acme", "Acme", &["brand"]);
+    scans(&node, &brand, "t", 10);
+    let vkey = node.vkey();
+    let dir = node.stop_and_keep();
+    {
+        // An operator (or a thief with disk access) rewrites entry 5 in place.
+        let db = rocksdb::DB::open_default(dir.path().join("data/db")).unwrap();
+        let mut k = vec![b'e'];
+        k.extend_from_slice(&5u64.to_be_bytes());
+        let mut e = db.get(&k).unwrap().unwrap();
+        // `{"logged_at":"2026-…`: move the log's own timestamp by a year.
+        assert!(e.starts_with(b"{\"logged_at\":\"20"));
+        e[17] = if e[17] == b'7' { b'8' } else { b'7' };
+        db.put(&k, e).unwrap();
+    }
+    let node = Node::start_in(dir, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let run = audit(work.path(), &node, "s.json", &vkey);
+    assert!(!run.ok);
+    let s = run.json();
+    let altered: Vec<u64> = s["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["code"] == "entry_altered")
+        .map(|v| v["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(altered, vec![5], "{s}");
+    assert!(
+        s["history"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ROOT MISMATCH"),
+        "{s}"
+    );
+}

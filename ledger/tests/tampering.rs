@@ -1,0 +1,151 @@
+//! A store altered on disk — entry bytes, stored hashes, the checkpoint — is
+//! refused when it is opened, or named by index by the full check
+//! (`Store::verify_all`, `custody-node check`).
+
+use ed25519_dalek::SigningKey;
+use ledger::envelope::{open_all, Envelope};
+use ledger::sequencer::{Config, Sequencer};
+use ledger::store::Store;
+use ledger::types::KeyId;
+use std::path::Path;
+use std::sync::Arc;
+
+fn build(dir: &Path, n: usize) {
+    let admin = SigningKey::from_bytes(&[1; 32]);
+    let brand = SigningKey::from_bytes(&[2; 32]);
+    let store = Arc::new(
+        Store::init(
+            dir,
+            "custody.example/tamper",
+            KeyId(admin.verifying_key().to_bytes()),
+        )
+        .unwrap(),
+    );
+    let mut seq = Sequencer::start(store, Config::default());
+    let reg = serde_json::to_vec(&serde_json::json!({"kind": "actor.register", "claimed_at": "2026-01-01T00:00:00Z",
+        "body": {"key": hex::encode(brand.verifying_key().as_bytes()), "name": "b", "org": "B", "roles": ["brand"]}}))
+    .unwrap();
+    seq.append_blocking(open_all(vec![Envelope::sign(&reg, &admin)]))
+        .unwrap();
+    let envs = (0..n)
+        .map(|i| {
+            let p = serde_json::to_vec(&serde_json::json!({"kind": "scan", "claimed_at": "2026-01-01T00:00:00Z",
+                "body": {"product_id": "p", "serial": format!("s{i}"), "marking": "qr", "result": "genuine",
+                         "location": {"country": "FR"}, "device": "d"}}))
+            .unwrap();
+            Envelope::sign(&p, &brand)
+        })
+        .collect();
+    assert!(seq
+        .append_blocking(open_all(envs))
+        .unwrap()
+        .iter()
+        .all(|r| r.is_ok()));
+    seq.shutdown();
+}
+
+/// Opens the raw database (as an attacker with disk access would) and applies `f`.
+fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
+    let db = rocksdb::DB::open_default(dir.join("db")).unwrap();
+    f(&db);
+}
+
+fn key(prefix: u8, n: u64) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn err(dir: &Path) -> String {
+    Store::open(dir).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn an_honest_store_passes_the_full_check() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 50);
+    let store = Store::open(dir.path()).unwrap();
+    let mut calls = 0;
+    store.verify_all(&mut |_, _| calls += 1).unwrap();
+    assert!(calls > 0, "the full check reports progress");
+}
+
+#[test]
+fn an_altered_entry_in_the_middle_is_named_by_the_full_check() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 50);
+    tamper(dir.path(), |db| {
+        let mut e = db.get(key(b'e', 17)).unwrap().unwrap();
+        let pos = e.len() - 5;
+        e[pos] ^= 1;
+        db.put(key(b'e', 17), e).unwrap();
+    });
+    let store = Store::open(dir.path()).expect("a middle entry is only found by the full check");
+    let e = store.verify_all(&mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("entry 17"), "{e}");
+}
+
+#[test]
+fn an_altered_last_entry_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let size = Store::open(dir.path()).unwrap().size();
+    tamper(dir.path(), |db| {
+        let mut e = db.get(key(b'e', size - 1)).unwrap().unwrap();
+        e[20] ^= 1;
+        db.put(key(b'e', size - 1), e).unwrap();
+    });
+    let e = err(dir.path());
+    assert!(
+        e.contains(&format!("entry {}", size - 1)) && e.contains("altered"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_altered_tree_hash_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let size = Store::open(dir.path()).unwrap().size();
+    tamper(dir.path(), |db| {
+        // The newest leaf hash is part of every root computation.
+        let i = tlog_tiles::stored_hash_index(0, size - 1);
+        db.put(key(b'h', i), [0u8; 32]).unwrap();
+    });
+    assert!(
+        err(dir.path()).contains("does not hash to its stored leaf hash")
+            || err(dir.path()).contains("root"),
+        "{}",
+        err(dir.path())
+    );
+}
+
+#[test]
+fn an_altered_checkpoint_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let size = Store::open(dir.path()).unwrap().size();
+    tamper(dir.path(), |db| {
+        let note = String::from_utf8(db.get(key(b'c', size)).unwrap().unwrap()).unwrap();
+        let forged = note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
+        db.put(key(b'c', size), forged).unwrap();
+    });
+    assert!(
+        err(dir.path()).contains("does not verify"),
+        "{}",
+        err(dir.path())
+    );
+}
+
+#[test]
+fn an_entry_beyond_the_checkpoint_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let size = Store::open(dir.path()).unwrap().size();
+    tamper(dir.path(), |db| db.put(key(b'e', size), b"{}").unwrap());
+    assert!(
+        err(dir.path()).contains("beyond the checkpoint"),
+        "{}",
+        err(dir.path())
+    );
+}
