@@ -69,6 +69,7 @@ fn title(code: &str) -> &'static str {
         "role_not_permitted" => "Role not permitted",
         "ref_not_found" => "Referenced entry not found",
         "ref_mismatch" => "Referenced entry differs",
+        "conflict" => "Event already logged by another signer",
         "due_process" => "Due process refused the event",
         "too_large" => "Too large",
         "not_found" => "Not found",
