@@ -258,11 +258,13 @@ impl Worker {
             slots.push(js);
             replies.push(job.reply);
         }
+        let mut placed = Vec::new();
         let committed: Result<Option<SignedCheckpoint>> = if new.is_empty() {
             Ok(None)
         } else {
             let count = new.len() as u64;
-            store.commit(new).map(|(cp, _)| {
+            store.commit(new).map(|(cp, p)| {
+                placed = p;
                 self.stats.groups.fetch_add(1, Relaxed);
                 self.stats.appended.fetch_add(count, Relaxed);
                 if let Some(b) = GROUP_BOUNDS.iter().position(|&b| count <= b) {
@@ -294,7 +296,21 @@ impl Worker {
                         Err(e)
                     }
                     Slot::New(i, id) => match &committed {
-                        Ok(_) => receipt(&store, &cp, start + i as u64, id).map(|r| (r, false)),
+                        // Built from what was just written: no read back, no parse.
+                        Ok(_) => {
+                            tree::prove_inclusion(placed[i].index, cp.size, &*store).map(|proof| {
+                                let r = Receipt {
+                                    index: placed[i].index,
+                                    leaf_hash: placed[i].leaf_hash,
+                                    event_id: id,
+                                    logged_at: format_time(logged_at),
+                                    tree_size: cp.size,
+                                    checkpoint: cp.note.clone(),
+                                    inclusion_proof: proof,
+                                };
+                                (r, false)
+                            })
+                        }
                         Err(e) => Err(e.clone()),
                     },
                     Slot::RepeatInGroup(i, id) => match &committed {

@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/proofs/consistency"),
     ("get", "/v1/bundles/{index}"),
     ("get", "/v1/cases/{id}"),
+    ("get", "/v1/stats"),
     ("post", "/v1/blobs"),
     ("get", "/v1/blobs/{blake3}"),
     ("get", "/healthz"),
@@ -346,14 +347,68 @@ fn serve_refuses_a_store_it_cannot_open_and_exits_non_zero() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("opening the log in"), "{err}");
-    let empty = tempfile::tempdir().unwrap();
+    // A directory that holds something, but no log, is never taken over.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("notes.txt"), "not a log").unwrap();
     let out = Command::new(binary("custody-node"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(empty.path())
+        .arg(other.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("custody-node init"));
+}
+
+#[test]
+fn the_first_serve_on_an_empty_dir_creates_a_log_and_a_private_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(binary("custody-node"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let info = loop {
+        if let Ok(r) = reqwest::blocking::get(&url) {
+            break r.json::<serde_json::Value>().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let genesis: Value = reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/entries/0"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(info["tree_size"], 1, "the genesis only: {info}");
+    let key = ledger::keyfile::load(&data.join("admin.key")).expect("the admin key file loads");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("admin.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The genesis names that key as the admin.
+    let payload: Value = serde_json::from_slice(&payload_of(&genesis["envelope"])).unwrap();
+    assert_eq!(
+        payload["body"]["admin_key"],
+        hex::encode(key.verifying_key().as_bytes())
+    );
 }
 
 #[test]
