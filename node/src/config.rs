@@ -92,6 +92,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..=86_400))]
     pub clock_skew_secs: i64,
     /// Longest a request may take, body upload included, before it is answered 408.
+    /// A connection that has not sent complete request headers within it (a new one,
+    /// or a kept-alive one between requests) is closed.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
     /// Accept events that break due-process rules (tests and fixtures only: the audit

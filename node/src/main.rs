@@ -27,7 +27,6 @@ use config::{CheckArgs, Cli, Cmd, InitArgs, ServeArgs};
 use ledger::sequencer::Sequencer;
 use ledger::store::Store;
 use state::AppState;
-use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +142,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         .thread_name("custody-http")
         .build()
         .context("starting the async runtime")?;
-    let served = rt.block_on(run(state.clone(), a.listen));
+    let served = rt.block_on(run(state.clone(), a.listen, a.limits().request_timeout));
     // Every connection is closed: stop the sequencer, which commits what it queued.
     if let Some(mut seq) = state.take_sequencer() {
         seq.shutdown();
@@ -153,29 +152,60 @@ fn serve(a: ServeArgs) -> Result<()> {
     served
 }
 
-async fn run(state: state::Shared, listen: std::net::SocketAddr) -> Result<()> {
+/// Accepts connections until SIGTERM, then lets in-flight requests finish (at most
+/// [`GRACE`]). Our own loop rather than `axum::serve`: that one gives hyper no timer,
+/// so a client that sends its headers slowly, or never, held a connection (and a
+/// file descriptor) forever. Here headers must arrive within `header_timeout`, on a
+/// new connection and between requests on a kept-alive one (slow-loris).
+async fn run(
+    state: state::Shared,
+    listen: std::net::SocketAddr,
+    header_timeout: Duration,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
             format!("listening on {listen} (--listen): is another process using it?")
         })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(listen), "listening");
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let stopping = stop.clone();
-    let server = axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            stopping.notify_one();
-        })
-        .into_future();
+    let app = routes::router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
     tokio::select! {
-        r = server => r.context("serving HTTP"),
-        _ = async { stop.notified().await; tokio::time::sleep(GRACE).await } => {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(GRACE) => {
             tracing::warn!(grace_secs = GRACE.as_secs(), "requests still open after the grace period; stopping anyway");
-            Ok(())
         }
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -382,6 +382,28 @@ impl Node {
         self.launch();
     }
 
+    /// Kills the node with SIGKILL (no shutdown hook runs: what a crash or the OOM
+    /// killer does) and reaps it. Serve the same data again with [`Node::relaunch`].
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("node is running");
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill().expect("sending SIGKILL to the node");
+        let status = child.wait().expect("reaping the killed node");
+        assert!(!status.success(), "a SIGKILLed node cannot exit 0");
+    }
+
+    /// Serves the same data directory again after [`Node::kill9`] (on a new port;
+    /// `url` changes). Panics if the node does not become healthy.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the node is still running");
+        self.launch();
+    }
+
+    /// The node's process id (for /proc readings), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn get(&self, path: &str) -> Answer {
         self.answer(self.http.get(format!("{}{path}", self.url)))
     }
@@ -479,6 +501,31 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends `GET path` byte for byte over a plain TCP connection (HTTP clients normalise
+/// `..` and percent-escapes away; an attacker does not) and returns the status and
+/// the whole answer, headers included.
+pub fn raw_get(node: &Node, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = node.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting to the node");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending the request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("reading the answer");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
 }
 
 /// Checks a receipt as a client must: its checkpoint is signed by the log key, and

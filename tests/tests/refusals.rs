@@ -3,7 +3,6 @@
 
 use custody_e2e::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 
 /// A node with an investigator (key 2) registered; returns it and the log size.
 fn node_with_investigator() -> (Node, u64) {
@@ -248,41 +247,10 @@ fn numbers_that_are_not_u64_are_refused_400() {
     assert_unchanged(&node, size);
 }
 
-/// Sends a request line as is (HTTP clients normalise `..` away).
-fn raw_get(node: &Node, path: &str) -> (u16, String) {
-    let addr = node.url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
-
 #[test]
-fn tile_paths_that_traverse_or_lie_outside_the_tree_are_refused_404() {
+fn tile_paths_that_lie_outside_the_tree_are_refused_404() {
+    // Traversal (`..`, escaped or not) is in hostile.rs.
     let (node, size) = node_with_investigator();
-    for path in [
-        "/tile/../../etc/passwd",
-        "/tile/entries/../../../etc/passwd",
-        "/tile/0/..%2F..%2Fetc%2Fpasswd",
-    ] {
-        let (status, text) = raw_get(&node, path);
-        assert_eq!(status, 404, "{path}: {text}");
-        assert!(
-            text.contains("application/problem+json") && text.contains("\"code\":\"not_found\""),
-            "{text}"
-        );
-        assert!(!text.contains("root:"), "{text}");
-    }
     for path in [
         "/tile/0/001",
         "/tile/0/000",
@@ -309,25 +277,5 @@ fn unknown_routes_and_methods_are_problems_too() {
         .problem(404, "not_found");
     node.get("/v1/cases/a%20b").problem(400, "bad_request");
     node.get("/v1/cases/no-such-case").problem(404, "not_found");
-    assert_unchanged(&node, size);
-}
-
-#[test]
-fn a_body_that_trickles_in_too_slowly_is_answered_408() {
-    let node = Node::start_with(&["--request-timeout-secs", "1"]);
-    let size = node.size();
-    let addr = node.url.trim_start_matches("http://").to_owned();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"payloadType\""
-    )
-    .unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
-    assert!(out.contains("\"code\":\"request_timeout\""), "{out}");
     assert_unchanged(&node, size);
 }
