@@ -33,14 +33,13 @@ pub fn bin_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Path of a workspace binary, building the binaries once if it is missing (when
-/// only this package's tests were asked for).
+/// Path of a workspace binary. The binaries are (re)built once per test process,
+/// so `cargo test -p custody-e2e` alone never tests a stale `custody-node` (under
+/// `cargo test --workspace` they are already fresh and this is a no-op).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        BUILT.get_or_init(build_binaries);
-    }
+    BUILT.get_or_init(build_binaries);
     assert!(
         path.exists(),
         "{} is missing and could not be built",
