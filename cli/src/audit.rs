@@ -85,6 +85,8 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     // The log's declared parameters (clock skew, platform window); replay always
     // enforces every rule whatever the node says.
     let rules: Rules = serde_json::from_value(info["rules"].clone()).unwrap_or_default();
+    // Out-of-range parameters from a hostile node must not crash or stall the audit.
+    ledger::bundle::check_rules(&rules).context("the node's declared rules (GET /v1/log)")?;
     let vkey = match (vkey, &previous) {
         (Some(k), _) => k.to_owned(),
         (None, Some(p)) => p.vkey.clone(),

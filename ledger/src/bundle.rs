@@ -74,6 +74,34 @@ fn fail(detail: String) -> LedgerError {
     LedgerError::new(Code::VerificationFailed, detail)
 }
 
+/// Largest clock skew a bundle may declare: the node's `--clock-skew-secs` range.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 86_400;
+/// Longest reinstatement window a bundle may declare, in business days.
+pub const MAX_WINDOW_BUSINESS_DAYS: u32 = 366;
+
+/// Refuses declared rules no node runs with. A bundle's `rules` are not signed, and
+/// the replay does date arithmetic with them: an out-of-range skew panics in
+/// `chrono`, a huge window loops for billions of days (found by fuzzing,
+/// fuzz/README.md). Anyone replaying rules from outside should check them here.
+pub fn check_rules(rules: &Rules) -> Result<()> {
+    let w = rules.platform_window;
+    let days_ok = |d: u32| d <= MAX_WINDOW_BUSINESS_DAYS;
+    if !(0..=MAX_CLOCK_SKEW_SECS).contains(&rules.max_clock_skew_secs)
+        || !days_ok(w.min_business_days)
+        || !w.max_business_days.is_none_or(days_ok)
+    {
+        return Err(fail(format!(
+            "the declared rules (max_clock_skew_secs {}, platform window {} to {:?} business days) are out of range",
+            rules.max_clock_skew_secs, w.min_business_days, w.max_business_days
+        ))
+        .field("rules")
+        .expected(format!(
+            "max_clock_skew_secs from 0 to {MAX_CLOCK_SKEW_SECS} and windows of at most {MAX_WINDOW_BUSINESS_DAYS} business days"
+        )));
+    }
+    Ok(())
+}
+
 impl Bundle {
     pub fn parse(bytes: &[u8]) -> Result<Bundle> {
         let b: Bundle = serde_json::from_slice(bytes).map_err(|e| {
@@ -103,6 +131,7 @@ impl Bundle {
                 self.log_vkey, log_vkey
             )));
         }
+        check_rules(&self.rules)?;
         let verifier = CheckpointVerifier::new(log_vkey)?;
         let cp: SignedCheckpoint = verifier.verify(&self.checkpoint)?;
         if self.origin != cp.origin {

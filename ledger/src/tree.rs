@@ -17,6 +17,18 @@ fn out_of_range(detail: String, expected: String) -> LedgerError {
     LedgerError::new(Code::OutOfRange, detail).expected(expected)
 }
 
+/// Largest tree size the prover accepts: `tlog_tiles` numbers stored hashes up to
+/// about twice the tree size in a u64 and overflows (panics) beyond 2^63.
+pub const MAX_TREE_SIZE: TreeSize = 1 << 62;
+
+fn too_big(field: &str, size: TreeSize) -> LedgerError {
+    out_of_range(
+        format!("{field} {size} is beyond any tree this log can hold"),
+        format!("a tree size of at most {MAX_TREE_SIZE}"),
+    )
+    .field(field)
+}
+
 fn storage(e: tlog_tiles::Error) -> LedgerError {
     LedgerError::storage(format!("reading tree hashes: {e}"))
 }
@@ -27,6 +39,9 @@ pub fn prove_inclusion<R: HashReader>(
     size: TreeSize,
     r: &R,
 ) -> Result<Vec<RootHash>> {
+    if size > MAX_TREE_SIZE {
+        return Err(too_big("tree_size", size));
+    }
     if index >= size {
         return Err(out_of_range(
             format!("index {index} is not in a tree of size {size}"),
@@ -52,6 +67,9 @@ pub fn prove_consistency<R: HashReader>(
         )
         .field("first"));
     }
+    if second > MAX_TREE_SIZE {
+        return Err(too_big("second", second));
+    }
     if first == 0 || first == second {
         return Ok(vec![]);
     }
@@ -61,6 +79,9 @@ pub fn prove_consistency<R: HashReader>(
 
 /// Root of the tree of `size` entries from stored hashes.
 pub fn root<R: HashReader>(size: TreeSize, r: &R) -> Result<RootHash> {
+    if size > MAX_TREE_SIZE {
+        return Err(too_big("tree_size", size));
+    }
     tlog_tiles::tree_hash(size, r)
         .map(RootHash::from)
         .map_err(storage)
