@@ -5,6 +5,7 @@
 
 mod append;
 mod audit;
+mod bench;
 mod client;
 mod keys;
 
@@ -98,6 +99,10 @@ enum Cmd {
     Case { id: String },
     /// Key indicators per brand and marketplace (each linked to its entries).
     Stats,
+    /// Load-test a node: throughput, latency and verified receipts, against this
+    /// machine's Ed25519 limit.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(Box<bench::Args>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -465,6 +470,7 @@ fn run(cli: Cli) -> Result<()> {
             let v: Value = client.get_json("/v1/stats")?;
             ctx.print(&v, || stats_table(&v));
         }
+        Cmd::Bench(args) => bench::run(&ctx.client()?, ctx.log_key.as_deref(), ctx.json, *args)?,
     }
     Ok(())
 }

@@ -1,0 +1,1265 @@
+//! `custody bench`: a load generator for a node, in the spirit of pgbench and
+//! redis-benchmark, that also measures the machine's limit in the same run.
+//!
+//! Everything that is not the node's work happens outside the timed part: events are
+//! signed and request bodies serialised before the clock starts. Then C threads (one
+//! HTTP/1.1 keep-alive connection each) send them as fast as the node answers, one
+//! event per `POST /v1/events` or B per `POST /v1/events:batch`. A fast wrong answer
+//! cannot pass: every receipt must name the event that was sent under a distinct
+//! index, a sample of receipts is verified cryptographically (checkpoint signature
+//! with the log's vkey, inclusion proof) and their entry bytes are fetched back and
+//! compared with what was signed, and a consistency proof links the checkpoints from
+//! before and after the run. `--proofs Q` measures inclusion proof requests instead.
+//!
+//! The limit is raw Ed25519 verification on every core of this machine (strict, as
+//! the node verifies, and `verify_batch`); every throughput is also printed as a
+//! ratio to it. It is measured here, on the client's machine: when the node runs on
+//! the same machine (the usual benchmark set-up) it is the node's limit too, and the
+//! bench competes with the node for those cores, which it reports (its own CPU time).
+
+use crate::client::Client;
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ledger::checkpoint::{CheckpointVerifier, SignedCheckpoint};
+use ledger::envelope::{pae, Envelope};
+use ledger::event::PAYLOAD_TYPE;
+use ledger::receipt::Receipt;
+use ledger::types::{EventId, LeafHash, RootHash};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `custody bench --help`: what the bench does to the log it is pointed at.
+pub const LONG_ABOUT: &str =
+    "Drive a node with concurrent appends (or inclusion proof requests) and report \
+throughput, latency percentiles, errors by problem code, and the time from submit to a receipt \
+whose proof verifies; each figure also as a ratio to this machine's raw Ed25519 verification \
+rate, measured in the same run.\n\nAppends are real and permanent: the bench registers a fresh \
+actor (role investigator) with the admin key and logs N scan events. Run it against a \
+throwaway log, e.g. `custody-node serve --data /tmp/bench-data`, whose admin key the node \
+writes to /tmp/bench-data/admin.key on first start.\n\nExits non-zero if a sampled receipt \
+or proof fails to verify, or if any request or event failed (unless --allow-errors).";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Admin key file, to register the bench's actor (a new log's first start writes
+    /// DATA/admin.key). Not needed with --proofs.
+    #[arg(long, value_name = "FILE")]
+    admin_key: Option<std::path::PathBuf>,
+    /// Events to sign in advance and append.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000)]
+    events: u64,
+    /// Concurrent connections (one thread each).
+    #[arg(short = 'c', long, value_name = "C", default_value_t = 16)]
+    connections: usize,
+    /// Envelopes per request: 1 sends each event alone to POST /v1/events, more sends
+    /// POST /v1/events:batch (the node's --max-batch caps it, 1000 by default).
+    #[arg(short = 'b', long, value_name = "B", default_value_t = 1)]
+    batch: usize,
+    /// Stop sending after this many seconds even if events (or proof requests) remain.
+    #[arg(short = 'T', long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Receipts (or proofs) to verify cryptographically, spread over the run.
+    #[arg(long, value_name = "K", default_value_t = 100)]
+    sample: u64,
+    /// Instead of appending, send Q inclusion proof requests for random indices
+    /// (GET /v1/proofs/inclusion?index=I&tree_size=S, S the checkpoint at the start).
+    #[arg(long, value_name = "Q")]
+    proofs: Option<u64>,
+    /// Seconds for each of the two Ed25519 limit measurements (0 skips them).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    limit_secs: f64,
+    /// Exit 0 even if requests or events failed (sampled receipts must still verify).
+    #[arg(long)]
+    allow_errors: bool,
+}
+
+/// Runs the bench against `client`'s node; prints the report (JSON with `json`).
+pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Result<()> {
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1 (1 sends single events)");
+    }
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            bail!("--duration must be a positive number of seconds, not {d}");
+        }
+    }
+    let vkey = match log_key {
+        Some(k) => k.to_owned(),
+        None => client.log_info()?["vkey"]
+            .as_str()
+            .context("the node's /v1/log has no vkey")?
+            .to_owned(),
+    };
+    let log = CheckpointVerifier::new(&vkey)?;
+    let limit = measure_limit(args.limit_secs);
+    let mut report = match args.proofs {
+        Some(q) => bench_proofs(client, &log, &args, q)?,
+        None => bench_appends(client, &log, &args, &limit)?,
+    };
+    report.limit = limit;
+    report.print(json);
+    report.verdict(args.allow_errors)
+}
+
+// ---------------------------------------------------------------------------
+// The limit: raw Ed25519 verification on every core.
+
+/// Raw Ed25519 verification rates on all cores (0 when not measured).
+#[derive(Debug, Default, Clone)]
+struct Limit {
+    cores: usize,
+    cpu: Option<String>,
+    seconds: f64,
+    /// `verify_strict` (what the node does for every envelope), all cores together.
+    strict_per_sec: f64,
+    /// `ed25519_dalek::verify_batch` in batches of 64, all cores together.
+    batch_per_sec: f64,
+}
+
+fn measure_limit(secs: f64) -> Limit {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut limit = Limit {
+        cores,
+        cpu: cpu_model(),
+        seconds: secs,
+        ..Limit::default()
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return limit;
+    }
+    eprintln!("measuring the Ed25519 limit on {cores} cores ({secs} s strict, {secs} s batch)…");
+    // Messages of the size the node verifies: PAE of a scan event, 64 distinct signers.
+    let keys: Vec<SigningKey> = (0..64u8)
+        .map(|i| SigningKey::from_bytes(&[i.wrapping_add(100); 32]))
+        .collect();
+    let msgs: Vec<Vec<u8>> = (0..64u64)
+        .map(|i| {
+            pae(
+                PAYLOAD_TYPE,
+                &scan_payload("limit", i, "2026-01-01T00:00:00.000Z"),
+            )
+        })
+        .collect();
+    let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+    let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+    let span = Duration::from_secs_f64(secs);
+    limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
+        vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
+    });
+    let m: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    limit.batch_per_sec = rate_on_all_cores(cores, span, 64, &|_| {
+        ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok()
+    });
+    limit
+}
+
+/// Runs `round` (which verifies `per_round` signatures of pre-signed message `i`)
+/// in one thread per core for `span`; verifications per second, all threads together.
+fn rate_on_all_cores(
+    cores: usize,
+    span: Duration,
+    per_round: u64,
+    round: &(dyn Fn(usize) -> bool + Sync),
+) -> f64 {
+    let start = Instant::now();
+    let total: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..cores)
+            .map(|t| {
+                s.spawn(move || {
+                    let (mut n, mut i) = (0u64, t);
+                    while start.elapsed() < span {
+                        for _ in 0..16 {
+                            // Only verifications that succeed count.
+                            if round(i % 64) {
+                                n += per_round;
+                            }
+                            i += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// CPU seconds (user + system) this process has used so far, where Linux tells.
+fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+// ---------------------------------------------------------------------------
+// Appends.
+
+fn scan_payload(run: &str, i: u64, claimed_at: &str) -> Vec<u8> {
+    // Infallible: a JSON object of strings.
+    serde_json::to_vec(&json!({
+        "kind": "scan", "claimed_at": claimed_at,
+        "body": {"product_id": "04012345678901", "serial": format!("bench-{run}-{i}"),
+                 "marking": "qr", "result": "genuine", "location": {"country": "DE"},
+                 "device": "custody-bench"}
+    }))
+    .expect("scan payload serialises")
+}
+
+/// One request's worth of pre-serialised work, taken once by whichever thread gets it.
+struct Job {
+    /// The request body (appends) or URL (proofs).
+    body: Mutex<Option<Vec<u8>>>,
+    /// Position in the run.
+    seq: u64,
+    /// Event numbers `first..first + count` (appends) or the index asked (proofs).
+    first: u64,
+    count: u64,
+}
+
+fn bench_appends(
+    client: &Client,
+    log: &CheckpointVerifier,
+    args: &Args,
+    limit: &Limit,
+) -> Result<Report> {
+    let n = args.events;
+    if n == 0 {
+        bail!("--events must be at least 1");
+    }
+    let admin_path = args.admin_key.as_deref().context(
+        "appending needs an admin key to register the bench's actor: pass --admin-key FILE \
+         (a new log's first start writes DATA/admin.key), or use --proofs Q",
+    )?;
+    let admin = ledger::keyfile::load(admin_path)?;
+
+    // The bench's actor: a fresh key derived from the admin's secret and this run, so
+    // nobody without the admin key can guess it and sign as the bench.
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut material = admin.to_bytes().to_vec();
+    material.extend_from_slice(nonce.as_bytes());
+    let actor =
+        SigningKey::from_bytes(&blake3::derive_key("custody bench actor key v1", &material));
+    let run_id = hex::encode(&actor.verifying_key().as_bytes()[..6]);
+    let claimed_at = ledger::entry::format_time(chrono::Utc::now());
+
+    let register = serde_json::to_vec(&json!({
+        "kind": "actor.register", "claimed_at": claimed_at,
+        "body": {"key": hex::encode(actor.verifying_key().as_bytes()),
+                 "name": format!("custody bench {run_id}"), "org": "custody bench",
+                 "roles": ["investigator"]}
+    }))?;
+    let env = Envelope::sign(&register, &admin);
+    let (_, v) = client
+        .post_json("/v1/events", &serde_json::from_slice(&env.to_json())?)
+        .context("registering the bench's actor (is --admin-key this log's admin?)")?;
+    let r: Receipt = serde_json::from_value(v).context("the registration's receipt")?;
+    r.verify(log)
+        .context("the registration's receipt does not verify")?;
+
+    // Sign everything before the clock starts, on every core.
+    eprintln!("signing {n} scan events (run {run_id})…");
+    let t = Instant::now();
+    let cores = limit.cores.max(1);
+    let envelopes: Vec<(Envelope, String)> = std::thread::scope(|s| {
+        let per = n.div_ceil(cores as u64);
+        let hs: Vec<_> = (0..cores as u64)
+            .map(|c| {
+                let (actor, run_id, claimed_at) = (&actor, &run_id, &claimed_at);
+                s.spawn(move || {
+                    (c * per..((c + 1) * per).min(n))
+                        .map(|i| {
+                            let p = scan_payload(run_id, i, claimed_at);
+                            let id = EventId::of_payload(&p).to_hex();
+                            (Envelope::sign(&p, actor), id)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
+            .collect()
+    });
+    let sample_at = sample_points(n, args.sample);
+    let mut sampled: BTreeMap<u64, Envelope> = BTreeMap::new();
+    let mut event_ids = Vec::with_capacity(n as usize);
+    let mut jobs = Vec::new();
+    let b = args.batch as u64;
+    let mut body: Vec<u8> = Vec::new();
+    for (i, (env, event_id)) in envelopes.into_iter().enumerate() {
+        let i = i as u64;
+        if sample_at.binary_search(&i).is_ok() {
+            sampled.insert(i, env.clone());
+        }
+        let bytes = env.to_json();
+        event_ids.push(event_id);
+        if b == 1 {
+            jobs.push(Job {
+                body: Mutex::new(Some(bytes)),
+                seq: jobs.len() as u64,
+                first: i,
+                count: 1,
+            });
+            continue;
+        }
+        body.extend_from_slice(if i.is_multiple_of(b) {
+            b"{\"envelopes\":["
+        } else {
+            b","
+        });
+        body.extend_from_slice(&bytes);
+        if i % b == b - 1 || i == n - 1 {
+            body.extend_from_slice(b"]}");
+            let first = i - i % b;
+            jobs.push(Job {
+                body: Mutex::new(Some(std::mem::take(&mut body))),
+                seq: jobs.len() as u64,
+                first,
+                count: i + 1 - first,
+            });
+        }
+    }
+    let bytes: usize = jobs
+        .iter()
+        .map(|j| {
+            j.body
+                .lock()
+                .map(|b| b.as_ref().map_or(0, Vec::len))
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "signed {n} events into {} requests ({:.1} MB) in {:.1} s",
+        jobs.len(),
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let before = checkpoint(client, log)?;
+    let path = if b == 1 {
+        "/v1/events"
+    } else {
+        "/v1/events:batch"
+    };
+    let url = client.url(path);
+    let is_sample = |i: u64| sample_at.binary_search(&i).is_ok();
+    let mut drive = drive(args, &jobs, n, |w, job| {
+        let body = job.body.lock().ok().and_then(|mut b| b.take());
+        let Some(body) = body else { return };
+        let started = Instant::now();
+        let sent = w
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .and_then(|r| {
+                let status = r.status().as_u16();
+                r.bytes().map(|b| (status, b))
+            });
+        w.latencies.push(started.elapsed());
+        let (status, bytes) = match sent {
+            Ok(x) => x,
+            Err(e) => return w.fail(transport_code(&e), job.count),
+        };
+        let events = job.first..job.first + job.count;
+        if b == 1 {
+            if !(200..300).contains(&status) {
+                return w.fail(&problem_code(status, &bytes), 1);
+            }
+            let Ok(raw) = serde_json::from_slice::<&RawValue>(&bytes) else {
+                return w.fail("unreadable_answer", 1);
+            };
+            w.receipt(
+                job.first,
+                raw,
+                &event_ids,
+                is_sample(job.first),
+                started,
+                log,
+            );
+        } else {
+            let reply = if (200..300).contains(&status) {
+                serde_json::from_slice::<BatchReply>(&bytes).ok()
+            } else {
+                return w.fail(&problem_code(status, &bytes), job.count);
+            };
+            let Some(reply) = reply.filter(|r| r.results.len() as u64 == job.count) else {
+                return w.fail("unreadable_answer", job.count);
+            };
+            for (i, item) in events.zip(reply.results) {
+                match (item.receipt, item.problem) {
+                    (Some(raw), None) => w.receipt(i, raw, &event_ids, is_sample(i), started, log),
+                    (None, Some(p)) => w.fail(p.code.as_deref().unwrap_or("no_code"), 1),
+                    _ => w.fail("unreadable_answer", 1),
+                }
+            }
+        }
+    });
+
+    // Outside the timed part: check what the node said against what it serves.
+    let after = checkpoint(client, log)?;
+    let mut failures = Vec::new();
+    let proof: Value = client.get_json(&format!(
+        "/v1/proofs/consistency?first={}&second={}",
+        before.size, after.size
+    ))?;
+    let consistency: Vec<RootHash> =
+        serde_json::from_value(proof["proof"].clone()).context("the consistency proof's hashes")?;
+    if let Err(e) = ledger::tree::verify_consistency(
+        &consistency,
+        before.size,
+        before.root,
+        after.size,
+        after.root,
+    ) {
+        failures.push(format!(
+            "the checkpoints before ({}) and after ({}) the run are not consistent: {e}",
+            before.size, after.size
+        ));
+    }
+    let mut indices = std::mem::take(&mut drive.indices);
+    indices.sort_unstable();
+    let distinct = {
+        let mut d = indices.clone();
+        d.dedup();
+        d.len()
+    };
+    if distinct != indices.len() {
+        failures.push(format!(
+            "{} receipts share an index with another",
+            indices.len() - distinct
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (indices.first(), indices.last()) {
+        if *lo < before.size || *hi >= after.size {
+            failures.push(format!(
+                "receipt indices {lo}..={hi} lie outside the entries added during the run ({}..{})",
+                before.size, after.size
+            ));
+        }
+    }
+    for s in &drive.samples {
+        let Some(env) = sampled.get(&s.event) else {
+            continue;
+        };
+        if let Err(e) = check_entry(client, s.index, s.leaf_hash, env) {
+            failures.push(format!("event {} at entry {}: {e:#}", s.event, s.index));
+        }
+    }
+    drive.sample_failures.extend(failures);
+    Ok(Report::from_drive(
+        if b == 1 { "single" } else { "batch" },
+        client.url(""),
+        args,
+        n,
+        &sample_at,
+        drive,
+        Some((before.size, after.size)),
+    ))
+}
+
+/// The node's latest checkpoint, its signature verified with the log key.
+fn checkpoint(client: &Client, log: &CheckpointVerifier) -> Result<SignedCheckpoint> {
+    let note = String::from_utf8(client.get_bytes("/checkpoint")?)
+        .context("the node's checkpoint is not UTF-8")?;
+    Ok(log.verify(&note)?)
+}
+
+/// `k` event numbers spread evenly over `0..n`, always including 0.
+fn sample_points(n: u64, k: u64) -> Vec<u64> {
+    let k = k.min(n);
+    let mut v: Vec<u64> = (0..k).map(|j| j * n / k.max(1)).collect();
+    v.dedup();
+    v
+}
+
+/// Fetches an entry and checks it hashes to the receipt's leaf and holds the
+/// envelope the bench signed.
+fn check_entry(client: &Client, index: u64, leaf: LeafHash, env: &Envelope) -> Result<()> {
+    let bytes = client.get_bytes(&format!("/v1/entries/{index}"))?;
+    let got = ledger::entry::leaf_hash(&bytes);
+    if got != leaf {
+        bail!("the entry's bytes hash to leaf {got}, the receipt says {leaf}");
+    }
+    let entry = ledger::entry::Entry::parse(&bytes)?;
+    if &entry.envelope != env {
+        bail!("the entry holds another envelope than the one the bench signed");
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct BatchReply<'a> {
+    #[serde(borrow)]
+    results: Vec<BatchItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem<'a> {
+    #[serde(borrow)]
+    receipt: Option<&'a RawValue>,
+    problem: Option<ProblemCode>,
+}
+
+#[derive(Deserialize)]
+struct ProblemCode {
+    code: Option<String>,
+}
+
+/// The fields of a receipt every answer is checked for (the sample gets the rest).
+#[derive(Deserialize)]
+struct ReceiptHead<'a> {
+    index: u64,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+fn problem_code(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<ProblemCode>(body)
+        .ok()
+        .and_then(|p| p.code)
+        .unwrap_or_else(|| format!("http_{status}"))
+}
+
+fn transport_code(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Proofs.
+
+fn bench_proofs(client: &Client, log: &CheckpointVerifier, args: &Args, q: u64) -> Result<Report> {
+    if q == 0 {
+        bail!("--proofs must be at least 1");
+    }
+    let cp = checkpoint(client, log)?;
+    // xorshift64*, seeded from the clock: uniform enough for picking indices.
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let jobs: Vec<Job> = (0..q)
+        .map(|seq| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let index = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % cp.size;
+            let url = client.url(&format!(
+                "/v1/proofs/inclusion?index={index}&tree_size={}",
+                cp.size
+            ));
+            Job {
+                body: Mutex::new(Some(url.into_bytes())),
+                seq,
+                first: index,
+                count: 1,
+            }
+        })
+        .collect();
+    let sample_at = sample_points(q, args.sample);
+    eprintln!(
+        "{q} inclusion proof requests for random entries of the tree of size {}",
+        cp.size
+    );
+    let mut drive = drive(args, &jobs, q, |w, job| {
+        let url = job.body.lock().ok().and_then(|mut b| b.take());
+        let Some(url) = url.and_then(|u| String::from_utf8(u).ok()) else {
+            return;
+        };
+        let started = Instant::now();
+        let sent = w.http.get(&url).send().and_then(|r| {
+            let status = r.status().as_u16();
+            r.bytes().map(|b| (status, b))
+        });
+        w.latencies.push(started.elapsed());
+        let (status, bytes) = match sent {
+            Ok(x) => x,
+            Err(e) => return w.fail(transport_code(&e), 1),
+        };
+        if status != 200 {
+            return w.fail(&problem_code(status, &bytes), 1);
+        }
+        // Every answer is checked for what was asked; the sampled ones are parsed
+        // whole and verified against the signed root (parsing every hash of every
+        // answer would cost the bench more CPU than the node spends answering).
+        let Ok(head) = serde_json::from_slice::<ProofHead>(&bytes) else {
+            return w.fail("unreadable_answer", 1);
+        };
+        if head.index != job.first || head.tree_size != cp.size {
+            return w.fail("wrong_proof", 1);
+        }
+        if sample_at.binary_search(&job.seq).is_ok() {
+            let checked = serde_json::from_slice::<ProofAnswer>(&bytes)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| {
+                    ledger::tree::verify_inclusion(
+                        &p.proof,
+                        cp.size,
+                        cp.root,
+                        p.index,
+                        p.leaf_hash,
+                    )?;
+                    if p.root_hash != cp.root {
+                        bail!(
+                            "root_hash {} is not the checkpoint's root {}",
+                            p.root_hash,
+                            cp.root
+                        );
+                    }
+                    Ok(p.leaf_hash)
+                });
+            match checked {
+                Ok(leaf_hash) => w.samples.push(Sampled {
+                    event: job.seq,
+                    index: head.index,
+                    leaf_hash,
+                    verified_after: started.elapsed(),
+                }),
+                Err(e) => w
+                    .sample_failures
+                    .push(format!("proof for entry {}: {e:#}", head.index)),
+            }
+        }
+        w.ok(1);
+    });
+    let mut failures = Vec::new();
+    for s in &drive.samples {
+        match client.get_bytes(&format!("/v1/entries/{}", s.index)) {
+            Ok(bytes) if ledger::entry::leaf_hash(&bytes) == s.leaf_hash => {}
+            Ok(_) => failures.push(format!(
+                "entry {} does not hash to the leaf its proof names",
+                s.index
+            )),
+            Err(e) => failures.push(format!("entry {}: {e:#}", s.index)),
+        }
+    }
+    drive.sample_failures.extend(failures);
+    Ok(Report::from_drive(
+        "proofs",
+        client.url(""),
+        args,
+        q,
+        &sample_at,
+        drive,
+        None,
+    ))
+}
+
+#[derive(Deserialize)]
+struct ProofHead {
+    index: u64,
+    tree_size: u64,
+}
+
+#[derive(Deserialize)]
+struct ProofAnswer {
+    index: u64,
+    leaf_hash: LeafHash,
+    root_hash: RootHash,
+    proof: Vec<RootHash>,
+}
+
+// ---------------------------------------------------------------------------
+// The driver: C threads, shared counters, progress on stderr.
+
+/// A sampled receipt (or proof) that verified, and when.
+#[derive(Clone)]
+struct Sampled {
+    event: u64,
+    index: u64,
+    leaf_hash: LeafHash,
+    /// From sending the request to holding a verified receipt.
+    verified_after: Duration,
+}
+
+/// One connection's thread and what it has seen.
+struct Worker<'a> {
+    http: reqwest::blocking::Client,
+    done: &'a AtomicU64,
+    failed: &'a AtomicU64,
+    latencies: Vec<Duration>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    indices: Vec<u64>,
+    samples: Vec<Sampled>,
+    sample_failures: Vec<String>,
+}
+
+impl Worker<'_> {
+    fn ok(&mut self, n: u64) {
+        self.ok += n;
+        self.done.fetch_add(n, Relaxed);
+    }
+
+    fn fail(&mut self, code: &str, n: u64) {
+        *self.errors.entry(code.to_owned()).or_default() += n;
+        self.failed.fetch_add(n, Relaxed);
+        self.done.fetch_add(n, Relaxed);
+    }
+
+    /// Checks one receipt: it names event `i` under a fresh index; a sampled one is
+    /// also verified against the log key.
+    fn receipt(
+        &mut self,
+        i: u64,
+        raw: &RawValue,
+        event_ids: &[String],
+        sample: bool,
+        started: Instant,
+        log: &CheckpointVerifier,
+    ) {
+        let Ok(head) = serde_json::from_str::<ReceiptHead>(raw.get()) else {
+            return self.fail("unreadable_answer", 1);
+        };
+        if head.event_id != event_ids[i as usize] {
+            return self.fail("wrong_event_id", 1);
+        }
+        if head.duplicate {
+            // Every bench event is new: a duplicate means the node lost track of one.
+            return self.fail("unexpected_duplicate", 1);
+        }
+        self.indices.push(head.index);
+        if sample {
+            let checked = serde_json::from_str::<Receipt>(raw.get())
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.verify(log).map(|_| r).map_err(anyhow::Error::from));
+            match checked {
+                Ok(r) => self.samples.push(Sampled {
+                    event: i,
+                    index: r.index,
+                    leaf_hash: r.leaf_hash,
+                    verified_after: started.elapsed(),
+                }),
+                Err(e) => self
+                    .sample_failures
+                    .push(format!("receipt of event {i}: {e:#}")),
+            }
+        }
+        self.ok(1);
+    }
+}
+
+/// Everything the threads saw, merged.
+struct Drive {
+    seconds: f64,
+    sent: u64,
+    ok: u64,
+    requests: u64,
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    indices: Vec<u64>,
+    samples: Vec<Sampled>,
+    sample_failures: Vec<String>,
+    client_cpu_secs: Option<f64>,
+}
+
+fn drive<F>(args: &Args, jobs: &[Job], units: u64, work: F) -> Drive
+where
+    F: Fn(&mut Worker, &Job) + Sync,
+{
+    let c = args.connections.min(jobs.len()).max(1);
+    eprintln!(
+        "driving {} requests over {c} connections{}…",
+        jobs.len(),
+        args.duration
+            .map(|d| format!(" for at most {d} s"))
+            .unwrap_or_default()
+    );
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let sent = AtomicU64::new(0);
+    let finished = AtomicBool::new(false);
+    let cpu0 = own_cpu_secs();
+    let start = Instant::now();
+    let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    // One client (one connection pool and I/O thread) shared by every thread: each
+    // thread keeps its own keep-alive connection busy, so there are C connections,
+    // and the bench spends less of the machine than with a client per thread.
+    let shared = http_client();
+    let workers: Vec<Worker> = std::thread::scope(|s| {
+        let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
+        let hs: Vec<_> = (0..c)
+            .map(|_| {
+                let http = shared.clone();
+                let (next, done, failed, sent, work) = (&next, &done, &failed, &sent, &work);
+                s.spawn(move || {
+                    let mut w = Worker {
+                        http,
+                        done,
+                        failed,
+                        latencies: Vec::new(),
+                        ok: 0,
+                        errors: BTreeMap::new(),
+                        indices: Vec::new(),
+                        samples: Vec::new(),
+                        sample_failures: Vec::new(),
+                    };
+                    loop {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                        let j = next.fetch_add(1, Relaxed);
+                        let Some(job) = jobs.get(j) else { break };
+                        sent.fetch_add(job.count, Relaxed);
+                        work(&mut w, job);
+                    }
+                    w
+                })
+            })
+            .collect();
+        let ws = hs
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect::<Vec<_>>();
+        finished.store(true, Relaxed);
+        let _ = progress.join();
+        ws
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let client_cpu_secs = match (cpu0, own_cpu_secs()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let mut d = Drive {
+        seconds,
+        sent: sent.load(Relaxed),
+        ok: 0,
+        requests: 0,
+        latencies: Vec::new(),
+        errors: BTreeMap::new(),
+        indices: Vec::new(),
+        samples: Vec::new(),
+        sample_failures: Vec::new(),
+        client_cpu_secs,
+    };
+    if workers.len() < c {
+        *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
+    }
+    for w in workers {
+        d.ok += w.ok;
+        d.requests += w.latencies.len() as u64;
+        d.latencies.extend(w.latencies);
+        for (k, v) in w.errors {
+            *d.errors.entry(k).or_default() += v;
+        }
+        d.indices.extend(w.indices);
+        d.samples.extend(w.samples);
+        d.sample_failures.extend(w.sample_failures);
+    }
+    d.latencies.sort_unstable();
+    d.samples.sort_by_key(|s| s.event);
+    d
+}
+
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+fn progress(
+    finished: &AtomicBool,
+    done: &AtomicU64,
+    failed: &AtomicU64,
+    units: u64,
+    start: Instant,
+) {
+    let mut last = (start, 0u64);
+    let mut tick = start;
+    while !finished.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if tick.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        tick = Instant::now();
+        let n = done.load(Relaxed);
+        let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), n);
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "  {:>6.1} s  {n:>9} / {units}  {:>9.0}/s  errors {}",
+            start.elapsed().as_secs_f64(),
+            rate,
+            failed.load(Relaxed)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The report.
+
+struct Report {
+    mode: &'static str,
+    node: String,
+    connections: usize,
+    batch: usize,
+    planned: u64,
+    drive: Drive,
+    failures: Vec<String>,
+    /// Sample points planned, and those among the events (or proofs) sent.
+    sample_planned: u64,
+    sample_wanted: u64,
+    tree: Option<(u64, u64)>,
+    limit: Limit,
+}
+
+fn pct(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn human(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 100_000.0 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{:.0} ms", us / 1e3)
+    }
+}
+
+fn ratio(x: f64, limit: f64) -> Option<f64> {
+    (limit > 0.0).then(|| (x / limit * 1e4).round() / 1e4)
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+impl Report {
+    fn from_drive(
+        mode: &'static str,
+        node: String,
+        args: &Args,
+        planned: u64,
+        sample_at: &[u64],
+        mut drive: Drive,
+        tree: Option<(u64, u64)>,
+    ) -> Report {
+        // Jobs are taken in order, so what was sent is a prefix of the plan.
+        let sample_wanted = sample_at.iter().filter(|&&i| i < drive.sent).count() as u64;
+        Report {
+            mode,
+            node,
+            connections: args.connections,
+            batch: args.batch,
+            planned,
+            failures: std::mem::take(&mut drive.sample_failures),
+            drive,
+            sample_planned: sample_at.len() as u64,
+            sample_wanted,
+            tree,
+            limit: Limit::default(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.drive.ok as f64 / self.drive.seconds.max(1e-9)
+    }
+
+    fn sample_latencies(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self
+            .drive
+            .samples
+            .iter()
+            .map(|s| s.verified_after)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn to_json(&self) -> Value {
+        let d = &self.drive;
+        let lat = |v: &[Duration]| {
+            json!({"p50": ms(pct(v, 0.50)), "p90": ms(pct(v, 0.90)), "p99": ms(pct(v, 0.99)),
+                   "max": ms(v.last().copied().unwrap_or_default())})
+        };
+        let rate = self.rate();
+        let unit = if self.mode == "proofs" {
+            "proofs"
+        } else {
+            "events"
+        };
+        let mut out = json!({
+            "mode": self.mode,
+            "node": self.node,
+            "connections": self.connections,
+            "machine": {"cores": self.limit.cores, "cpu": self.limit.cpu},
+            "limit": {
+                "seconds": self.limit.seconds,
+                "ed25519_verify_strict_per_sec": self.limit.strict_per_sec.round(),
+                "ed25519_verify_strict_per_sec_per_core": (self.limit.strict_per_sec / self.limit.cores.max(1) as f64).round(),
+                "ed25519_verify_batch_per_sec": self.limit.batch_per_sec.round(),
+            },
+            unit: {
+                "planned": self.planned,
+                "sent": d.sent,
+                "ok": d.ok,
+                "failed": d.errors.values().sum::<u64>(),
+                "seconds": (d.seconds * 1e3).round() / 1e3,
+                "per_sec": rate.round(),
+                "ratio_to_ed25519_verify_strict": ratio(rate, self.limit.strict_per_sec),
+                "ratio_to_ed25519_verify_batch": ratio(rate, self.limit.batch_per_sec),
+            },
+            "requests": {
+                "count": d.requests,
+                "per_sec": (d.requests as f64 / d.seconds.max(1e-9)).round(),
+                "latency_ms": lat(&d.latencies),
+            },
+            "errors": d.errors,
+            "sample": {
+                "planned": self.sample_planned,
+                "wanted": self.sample_wanted,
+                "verified": d.samples.len(),
+                "failures": self.failures,
+                "submit_to_verified_ms": lat(&self.sample_latencies()),
+            },
+            "client_cpu_seconds": d.client_cpu_secs.map(|s| (s * 100.0).round() / 100.0),
+        });
+        if self.mode == "batch" {
+            out["batch"] = json!(self.batch);
+        }
+        if let Some((a, b)) = self.tree {
+            out["tree_size"] = json!({"before": a, "after": b});
+        }
+        out
+    }
+
+    fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&self.to_json()).unwrap_or_default()
+            );
+            return;
+        }
+        let d = &self.drive;
+        let l = &self.limit;
+        let rate = self.rate();
+        let vs = |x: f64| match (ratio(x, l.strict_per_sec), ratio(x, l.batch_per_sec)) {
+            (Some(a), Some(b)) => format!(" = {a:.2}× strict verify, {b:.2}× batch verify"),
+            _ => String::new(),
+        };
+        let mut s = String::new();
+        let what = match self.mode {
+            "single" => format!("{} single events (POST /v1/events)", self.planned),
+            "batch" => format!(
+                "{} events in batches of {} (POST /v1/events:batch)",
+                self.planned, self.batch
+            ),
+            _ => format!(
+                "{} inclusion proofs (GET /v1/proofs/inclusion)",
+                self.planned
+            ),
+        };
+        s += &format!(
+            "custody bench: {what}, {} connections, node {}\n",
+            self.connections, self.node
+        );
+        s += &format!(
+            "machine: {} cores{}\n",
+            l.cores,
+            l.cpu
+                .as_deref()
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default()
+        );
+        if l.strict_per_sec > 0.0 {
+            s += &format!(
+                "limit: Ed25519 verify_strict {}/s on {} cores ({}/s per core); verify_batch {}/s\n",
+                thousands(l.strict_per_sec),
+                l.cores,
+                thousands(l.strict_per_sec / l.cores.max(1) as f64),
+                thousands(l.batch_per_sec)
+            );
+        } else {
+            s += "limit: not measured (--limit-secs 0)\n";
+        }
+        let unit = if self.mode == "proofs" {
+            "proofs"
+        } else {
+            "events"
+        };
+        s += &format!(
+            "\n{unit}: {} ok of {} sent ({} planned) in {:.2} s\nthroughput: {} {unit}/s{}\n",
+            d.ok,
+            d.sent,
+            self.planned,
+            d.seconds,
+            thousands(rate),
+            vs(rate)
+        );
+        if self.mode == "batch" {
+            let rps = d.requests as f64 / d.seconds.max(1e-9);
+            s += &format!("requests: {} ({} req/s)\n", d.requests, thousands(rps));
+        }
+        let v = &d.latencies;
+        s += &format!(
+            "latency per request: p50 {}  p90 {}  p99 {}  max {}\n",
+            human(pct(v, 0.5)),
+            human(pct(v, 0.9)),
+            human(pct(v, 0.99)),
+            human(v.last().copied().unwrap_or_default())
+        );
+        let sv = self.sample_latencies();
+        let check = if self.mode == "proofs" {
+            "proof verified against the signed checkpoint, entry leaf hash matched"
+        } else {
+            "checkpoint signature and inclusion proof verified, entry fetched and matched"
+        };
+        s += &format!(
+            "sample: {} of {} verified ({check})\n",
+            d.samples.len(),
+            self.sample_wanted
+        );
+        if !sv.is_empty() {
+            s += &format!(
+                "submit → verified {}: p50 {}  p90 {}  p99 {}  max {}\n",
+                if self.mode == "proofs" {
+                    "proof"
+                } else {
+                    "receipt"
+                },
+                human(pct(&sv, 0.5)),
+                human(pct(&sv, 0.9)),
+                human(pct(&sv, 0.99)),
+                human(sv.last().copied().unwrap_or_default())
+            );
+        }
+        if let Some((a, b)) = self.tree {
+            s += &format!("tree: {a} → {b} entries, consistency proof verified\n");
+        }
+        if let Some(cpu) = d.client_cpu_secs {
+            s += &format!(
+                "bench's own CPU: {cpu:.1} s over {:.1} s ({:.0}% of {} cores, taken from the node if it shares them)\n",
+                d.seconds,
+                cpu / d.seconds.max(1e-9) / l.cores.max(1) as f64 * 100.0,
+                l.cores
+            );
+        }
+        if d.errors.is_empty() {
+            s += "errors: none\n";
+        } else {
+            s += "errors:\n";
+            for (code, n) in &d.errors {
+                s += &format!("  {code}: {n}\n");
+            }
+        }
+        for f in &self.failures {
+            s += &format!("VERIFICATION FAILED: {f}\n");
+        }
+        print!("{s}");
+    }
+
+    fn verdict(&self, allow_errors: bool) -> Result<()> {
+        if !self.failures.is_empty() {
+            bail!(
+                "{} sampled checks failed: the node's answers do not verify",
+                self.failures.len()
+            );
+        }
+        if (self.drive.samples.len() as u64) < self.sample_wanted && self.drive.errors.is_empty() {
+            bail!(
+                "only {} of the {} sampled receipts or proofs sent were verified",
+                self.drive.samples.len(),
+                self.sample_wanted
+            );
+        }
+        let errors: u64 = self.drive.errors.values().sum();
+        if errors > 0 && !allow_errors {
+            bail!("{errors} requests or events failed (pass --allow-errors to accept that)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_spread_over_the_run_and_start_at_zero() {
+        assert_eq!(sample_points(10, 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(sample_points(3, 100), vec![0, 1, 2]);
+        assert!(sample_points(10, 0).is_empty());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(pct(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(pct(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(pct(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(pct(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}

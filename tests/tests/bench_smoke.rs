@@ -1,0 +1,115 @@
+//! `custody bench` against a real node, briefly: every sampled receipt (and proof)
+//! verifies and nothing failed. No timing is asserted: a test machine's speed says
+//! nothing about the code, the figures live in README §Performance.
+
+use custody_e2e::*;
+
+/// Runs `custody --json bench …` with the test node's admin key; returns its report.
+fn bench(node: &Node, work: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let key_file = work.join("admin.key");
+    if !key_file.exists() {
+        ledger::keyfile::write(&key_file, &admin()).expect("writing the admin key file");
+    }
+    let key_file = key_file.to_str().expect("UTF-8 temp path");
+    let mut all = vec![
+        "--json",
+        "bench",
+        "--admin-key",
+        key_file,
+        "--limit-secs",
+        "0.2",
+    ];
+    all.extend_from_slice(args);
+    let run = custody(work, Some(&node.url), &all);
+    assert!(
+        run.ok,
+        "custody bench failed:\n{}\n{}\nnode log:\n{}",
+        run.stdout,
+        run.stderr,
+        node.log()
+    );
+    run.json()
+}
+
+fn assert_clean(report: &serde_json::Value, unit: &str) {
+    let sample = &report["sample"];
+    assert!(
+        sample["verified"].as_u64().unwrap_or(0) > 0,
+        "no sampled receipt was verified: {report:#}"
+    );
+    assert_eq!(
+        sample["verified"], sample["wanted"],
+        "every sampled receipt verifies: {report:#}"
+    );
+    assert_eq!(
+        sample["failures"],
+        serde_json::json!([]),
+        "no sampled check failed: {report:#}"
+    );
+    assert_eq!(
+        report["errors"],
+        serde_json::json!({}),
+        "no request or event failed: {report:#}"
+    );
+    assert_eq!(report[unit]["failed"], 0, "{report:#}");
+    assert_eq!(report[unit]["ok"], report[unit]["sent"], "{report:#}");
+}
+
+#[test]
+fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
+    let node = Node::start();
+    let work = tempfile::tempdir().expect("temp dir");
+
+    let single = bench(
+        &node,
+        work.path(),
+        &[
+            "--events",
+            "400",
+            "--connections",
+            "8",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(single["mode"], "single");
+    assert_clean(&single, "events");
+
+    let batch = bench(
+        &node,
+        work.path(),
+        &[
+            "--events",
+            "3000",
+            "--connections",
+            "2",
+            "--batch",
+            "250",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(batch["mode"], "batch");
+    assert_clean(&batch, "events");
+
+    let proofs = bench(
+        &node,
+        work.path(),
+        &[
+            "--proofs",
+            "500",
+            "--connections",
+            "4",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(proofs["mode"], "proofs");
+    assert_clean(&proofs, "proofs");
+}
