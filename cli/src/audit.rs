@@ -47,10 +47,35 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-fn progress(done: u64, total: u64, started: Instant, quiet: bool) {
-    if quiet {
+/// Tiles fetched ahead of the one being verified.
+const PREFETCH_TILES: usize = 8;
+
+/// Entry bundle `n` and its level-0 hash tile: (width, bundle bytes, hash bytes).
+fn fetch_tile(client: &Client, n: u64, size: u64) -> Result<(u32, Vec<u8>, Vec<u8>)> {
+    let width = (size - n * TILE_WIDTH).min(TILE_WIDTH) as u32;
+    let bundle = TileRef {
+        level: None,
+        n,
+        width,
+    };
+    let hashes = TileRef {
+        level: Some(0),
+        n,
+        width,
+    };
+    Ok((
+        width,
+        client.get_bytes(&format!("/tile/{}", bundle.path()))?,
+        client.get_bytes(&format!("/tile/{}", hashes.path()))?,
+    ))
+}
+
+/// Redraws the progress line, at most every 200 ms (and at the end).
+fn progress(done: u64, total: u64, started: Instant, last: &mut Option<Instant>, quiet: bool) {
+    if quiet || (done < total && last.is_some_and(|l| l.elapsed().as_millis() < 200)) {
         return;
     }
+    *last = Some(Instant::now());
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     let rate = done as f64 / secs;
     let eta = if rate > 0.0 {
@@ -110,76 +135,106 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     }
     let cp = client.checkpoint(&vkey)?;
     let size = cp.size;
-    let mut replay = Replayer::new(rules);
+    // Entries seen so far go to a scratch file beside the state file, so a log of
+    // millions of entries does not need its size in memory for later refs to resolve.
+    let spool_path = state_path.with_extension("replay-spool");
+    let spool = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&spool_path)
+        .with_context(|| {
+            format!(
+                "creating the audit's scratch file {} (beside --state; choose a writable place)",
+                spool_path.display()
+            )
+        })?;
+    // Unlinked at once where the system allows it: it lives while it is open.
+    let spool_unlinked = std::fs::remove_file(&spool_path).is_ok();
+    let mut replay = Replayer::with_spool(rules, spool);
     let mut frontier = Frontier::new();
     let mut violations = Vec::new();
     let mut history = None;
     let mut leaves = Vec::with_capacity(TILE_WIDTH as usize);
     let tiles = size.div_ceil(TILE_WIDTH);
-    for n in 0..tiles {
-        let width = (size - n * TILE_WIDTH).min(TILE_WIDTH) as u32;
-        let t = TileRef {
-            level: None,
-            n,
-            width,
-        };
-        let bundle = client.get_bytes(&format!("/tile/{}", t.path()))?;
-        let entries = tree::split_bundle(&bundle)?;
-        if entries.len() != width as usize {
-            bail!(
-                "entry bundle {} holds {} entries, expected {width}",
-                t.path(),
-                entries.len()
-            );
-        }
-        leaves.clear();
-        for (k, bytes) in entries.iter().enumerate() {
-            let index = n * TILE_WIDTH + k as u64;
-            let leaf = leaf_hash(bytes);
-            leaves.push(leaf);
-            frontier.push(leaf);
-            if let Some(p) = &previous {
-                if frontier.size() == p.tree_size && frontier.root() != p.root_hash {
-                    history = Some(format!(
+    let mut shown = None;
+    std::thread::scope(|scope| -> Result<()> {
+        // Fetch tiles ahead on another thread while this one verifies.
+        let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_TILES);
+        scope.spawn(move || {
+            for n in 0..tiles {
+                let fetched = fetch_tile(client, n, size);
+                let failed = fetched.is_err();
+                if tx.send(fetched).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for n in 0..tiles {
+            // Infallible: the fetcher sends one result per tile until one fails.
+            let (width, bundle, hashes) = rx.recv().expect("tile fetcher answers")?;
+            let t = TileRef {
+                level: None,
+                n,
+                width,
+            };
+            let entries = tree::split_bundle(&bundle)?;
+            if entries.len() != width as usize {
+                bail!(
+                    "entry bundle {} holds {} entries, expected {width}",
+                    t.path(),
+                    entries.len()
+                );
+            }
+            let prepared = ledger::replay::prepare(&entries);
+            leaves.clear();
+            for ((k, bytes), prepared) in entries.iter().enumerate().zip(prepared) {
+                let index = n * TILE_WIDTH + k as u64;
+                let leaf = leaf_hash(bytes);
+                leaves.push(leaf);
+                frontier.push(leaf);
+                if let Some(p) = &previous {
+                    if frontier.size() == p.tree_size && frontier.root() != p.root_hash {
+                        history = Some(format!(
                         "FORK: the first {} entries now hash to {}, but this auditor saw root {} at that size before: the log rewrote its history",
                         p.tree_size, frontier.root(), p.root_hash
                     ));
+                    }
+                }
+                if let Err(e) = replay.apply_prepared(index, bytes, prepared) {
+                    violations.push(Violation {
+                        index,
+                        code: e.code.as_str().to_owned(),
+                        rule: e.rule.map(str::to_owned),
+                        detail: e.to_string(),
+                    });
                 }
             }
-            if let Err(e) = replay.apply(index, bytes) {
+            // The level-0 hash tile must list exactly these leaf hashes.
+            let ht = TileRef {
+                level: Some(0),
+                n,
+                width,
+            };
+            if hashes.len() != leaves.len() * 32 {
                 violations.push(Violation {
-                    index,
-                    code: e.code.as_str().to_owned(),
-                    rule: e.rule.map(str::to_owned),
-                    detail: e.to_string(),
+                    index: n * TILE_WIDTH,
+                    code: "tile_mismatch".into(),
+                    rule: None,
+                    detail: format!(
+                        "hash tile {} has {} bytes, expected {}",
+                        ht.path(),
+                        hashes.len(),
+                        leaves.len() * 32
+                    ),
                 });
-            }
-        }
-        // The level-0 hash tile must list exactly these leaf hashes.
-        let ht = TileRef {
-            level: Some(0),
-            n,
-            width,
-        };
-        let hashes = client.get_bytes(&format!("/tile/{}", ht.path()))?;
-        if hashes.len() != leaves.len() * 32 {
-            violations.push(Violation {
-                index: n * TILE_WIDTH,
-                code: "tile_mismatch".into(),
-                rule: None,
-                detail: format!(
-                    "hash tile {} has {} bytes, expected {}",
-                    ht.path(),
-                    hashes.len(),
-                    leaves.len() * 32
-                ),
-            });
-        } else {
-            // Name each entry whose bytes do not hash to the tree's leaf: an entry
-            // altered in the store or on a mirror.
-            for (k, (leaf, served)) in leaves.iter().zip(hashes.chunks(32)).enumerate() {
-                if leaf.0 != served {
-                    violations.push(Violation {
+            } else {
+                // Name each entry whose bytes do not hash to the tree's leaf: an entry
+                // altered in the store or on a mirror.
+                for (k, (leaf, served)) in leaves.iter().zip(hashes.chunks(32)).enumerate() {
+                    if leaf.0 != served {
+                        violations.push(Violation {
                         index: n * TILE_WIDTH + k as u64,
                         code: "entry_altered".into(),
                         rule: None,
@@ -190,11 +245,13 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
                             hex::encode(served)
                         ),
                     });
+                    }
                 }
             }
+            progress(frontier.size(), size, started, &mut shown, quiet);
         }
-        progress(frontier.size(), size, started, quiet);
-    }
+        Ok(())
+    })?;
     if !quiet {
         eprintln!();
     }
@@ -236,13 +293,18 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
         std::fs::write(state_path, serde_json::to_string_pretty(&state)? + "\n")
             .with_context(|| format!("writing state file {}", state_path.display()))?;
     }
+    let (actors, cases) = (replay.actors().count(), replay.cases().count());
+    drop(replay);
+    if !spool_unlinked {
+        let _ = std::fs::remove_file(&spool_path);
+    }
     Ok(Summary {
         origin: cp.origin,
         tree_size: size,
         root_hash: cp.root,
         entries: frontier.size(),
-        actors: replay.actors().count(),
-        cases: replay.cases().count(),
+        actors,
+        cases,
         violations,
         history,
         seconds: started.elapsed().as_secs_f64(),

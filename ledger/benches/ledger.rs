@@ -7,17 +7,24 @@
 //! - `envelope_open/*`: our envelope check (decode, verify, parse), single and batch;
 //! - `durable_append/group_{1,64,1024}`: signed events through the sequencer into a
 //!   real RocksDB store with a synced WAL;
-//! - `proofs_1m/*`: inclusion and consistency proof generation on a 1M-entry store,
-//!   and a hash tile read.
+//! - `proofs_{1m,10m}/*`: inclusion and consistency proof generation on a 1M- and a
+//!   10M-entry store (built once under target/bench-stores/, which takes a few
+//!   minutes the first time), a hash tile read and an entry bundle read;
+//! - `audit_replay/*`: what `custody audit` does per entry once the bytes are here
+//!   (parse, batch signature check on all cores, roles and rules, leaf hash, root).
 //!
 //! Every throughput is reported in elements/s, so ratios to the raw verify rate
 //! can be read off directly.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey};
+use ledger::cases::Rules;
+use ledger::entry::leaf_hash;
 use ledger::envelope::{open_all, pae, Envelope};
 use ledger::event::PAYLOAD_TYPE;
+use ledger::replay::{prepare, Replayer};
 use ledger::sequencer::{Config, Sequencer};
+use ledger::sig::{self, Pending, PublicKey};
 use ledger::store::{NewEntry, Store};
 use ledger::tree::{self, TileRef};
 use ledger::types::{EventId, KeyId};
@@ -59,6 +66,21 @@ fn limit(c: &mut Criterion) {
     g.bench_function("batch_64", |b| {
         let m: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
         b.iter(|| ed25519_dalek::verify_batch(&m, &sigs, &vks).unwrap())
+    });
+    // The same batch under the log's own rule (ledger::sig: cofactored equation).
+    g.bench_function("custody_rule_batch_64", |b| {
+        b.iter(|| {
+            let pending: Vec<Pending> = vks
+                .iter()
+                .zip(&sigs)
+                .zip(&msgs)
+                .map(|((vk, sig), m)| {
+                    let pk = PublicKey::from_bytes(vk.as_bytes()).unwrap();
+                    Pending::new(&pk, &sig.to_bytes(), &[m]).unwrap()
+                })
+                .collect();
+            assert!(sig::verify_batch(&pending));
+        })
     });
     g.finish();
 
@@ -169,30 +191,90 @@ fn big_store(n: u64) -> Store {
 }
 
 fn proofs(c: &mut Criterion) {
-    let n = 1_000_000u64;
-    let store = big_store(n);
-    let size = store.size();
-    let mut g = c.benchmark_group("proofs_1m");
-    let mut i = 0u64;
-    g.bench_function("inclusion", |b| {
+    for (n, name) in [(1_000_000u64, "proofs_1m"), (10_000_000, "proofs_10m")] {
+        let store = big_store(n);
+        let size = store.size();
+        let mut g = c.benchmark_group(name);
+        let mut i = 0u64;
+        g.bench_function("inclusion", |b| {
+            b.iter(|| {
+                i = (i + 7919) % size;
+                tree::prove_inclusion(i, size, &store).unwrap()
+            })
+        });
+        let mut a = 1u64;
+        g.bench_function("consistency", |b| {
+            b.iter(|| {
+                a = (a + 7919) % (size - 1) + 1;
+                tree::prove_consistency(a, size, &store).unwrap()
+            })
+        });
+        let t = TileRef::parse("0/x001/234").unwrap();
+        g.bench_function("hash_tile_read", |b| {
+            b.iter(|| tree::hash_tile_bytes(&t, &store).unwrap())
+        });
+        let bundle = TileRef {
+            level: None,
+            n: 1234,
+            width: 256,
+        };
+        g.throughput(Throughput::Elements(256));
+        g.bench_function("entry_bundle_read", |b| {
+            b.iter(|| store.tile(&bundle).unwrap())
+        });
+        g.finish();
+    }
+}
+
+fn audit_replay(c: &mut Criterion) {
+    let (_dir, store) = fresh_store();
+    let mut seq = Sequencer::start(store.clone(), Config::default());
+    register(&seq);
+    for k in 0..8 {
+        let r = seq
+            .append_blocking(open_all(signed(k * 1024, 1024)))
+            .unwrap();
+        assert!(r.iter().all(|x| x.is_ok()));
+    }
+    seq.shutdown();
+    let cp = store.checkpoint();
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    for n in 0..cp.size.div_ceil(tree::TILE_WIDTH) {
+        let width = (cp.size - n * tree::TILE_WIDTH).min(tree::TILE_WIDTH) as u32;
+        let bytes = store
+            .tile(&TileRef {
+                level: None,
+                n,
+                width,
+            })
+            .unwrap();
+        entries.extend(
+            tree::split_bundle(&bytes)
+                .unwrap()
+                .into_iter()
+                .map(<[u8]>::to_vec),
+        );
+    }
+    let mut g = c.benchmark_group("audit_replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(entries.len() as u64));
+    g.bench_function(format!("entries_{}", entries.len()), |b| {
         b.iter(|| {
-            i = (i + 7919) % size;
-            tree::prove_inclusion(i, size, &store).unwrap()
+            let mut replay = Replayer::new(Rules::default());
+            let mut frontier = tree::Frontier::new();
+            for (t, tile) in entries.chunks(tree::TILE_WIDTH as usize).enumerate() {
+                let refs: Vec<&[u8]> = tile.iter().map(Vec::as_slice).collect();
+                for (k, (bytes, p)) in refs.iter().zip(prepare(&refs)).enumerate() {
+                    let index = t as u64 * tree::TILE_WIDTH + k as u64;
+                    replay.apply_prepared(index, bytes, p).unwrap();
+                    frontier.push(leaf_hash(bytes));
+                }
+            }
+            assert_eq!(frontier.root(), cp.root);
         })
-    });
-    let mut a = 1u64;
-    g.bench_function("consistency", |b| {
-        b.iter(|| {
-            a = (a + 7919) % (size - 1) + 1;
-            tree::prove_consistency(a, size, &store).unwrap()
-        })
-    });
-    let t = TileRef::parse("0/x001/234").unwrap();
-    g.bench_function("hash_tile_read", |b| {
-        b.iter(|| tree::hash_tile_bytes(&t, &store).unwrap())
     });
     g.finish();
 }
 
-criterion_group!(benches, limit, durable_append, proofs);
+criterion_group!(benches, limit, durable_append, audit_replay, proofs);
 criterion_main!(benches);

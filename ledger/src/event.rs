@@ -400,6 +400,19 @@ fn invalid(field: &str, detail: impl Into<String>, expected: &str) -> LedgerErro
         .expected(expected)
 }
 
+/// A key that can sign under the log's rule ([`crate::sig`]): registering any other
+/// would name an actor that can never act.
+fn usable_key(field: &str, key: &KeyId) -> Result<()> {
+    match crate::sig::PublicKey::from_bytes(&key.0) {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            field,
+            format!("{key} is not a usable Ed25519 public key (not a canonical point encoding, or a point of small order)"),
+            "the 32-byte Ed25519 public key of a key pair made by `custody keygen`",
+        )),
+    }
+}
+
 fn text(field: &str, s: &str) -> Result<()> {
     if s.trim().is_empty() {
         return Err(invalid(field, "is empty", "a non-empty string"));
@@ -487,9 +500,11 @@ impl Body {
     fn check(&self) -> Result<()> {
         match self {
             Body::Genesis(g) => {
+                usable_key("body.admin_key", &g.admin_key)?;
                 crate::checkpoint::check_origin(&g.origin).map_err(|e| e.within("body"))
             }
             Body::ActorRegister(a) => {
+                usable_key("body.key", &a.key)?;
                 text("body.name", &a.name)?;
                 text("body.org", &a.org)?;
                 if a.roles.is_empty() {
@@ -768,6 +783,20 @@ mod tests {
         let e = Event::parse(&payload("withdrawal", serde_json::json!({}))).unwrap_err();
         assert_eq!(e.code, Code::InvalidEvent);
         assert!(e.detail.contains("reason"), "{e}");
+    }
+
+    #[test]
+    fn registering_a_key_that_cannot_sign_is_refused() {
+        // y = 1 encodes the identity: small order, so no signature by it can verify.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let e = Event::parse(&payload(
+            "actor.register",
+            serde_json::json!({"key": hex::encode(identity), "name":"n","org":"o","roles":["brand"]}),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body.key"), "{e}");
+        assert!(e.detail.contains("small order"), "{e}");
     }
 
     #[test]

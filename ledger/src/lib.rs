@@ -5,6 +5,7 @@
 //! - [`types`]: validated newtypes (`Index`, `LeafHash`, `EventId`, `KeyId`, …).
 //! - [`event`]: the event payload, every kind's body, strict validation.
 //! - [`envelope`]: DSSE v1 envelopes, PAE, Ed25519 signing and verification.
+//! - [`sig`]: the one Ed25519 rule (cofactored), alone and in batches.
 //! - [`entry`]: the leaf bytes `{"logged_at", "envelope"}` and their parsing.
 //! - [`tree`]: RFC 6962 hashing, proofs and C2SP tile paths, via `tlog_tiles`.
 //! - [`checkpoint`]: C2SP checkpoints signed as signed-notes, the log key.
@@ -13,6 +14,7 @@
 //! - [`cases`]: the due-process state machine shared by append and audit.
 //! - [`replay`]: the rules applied to one entry at a given log state (shared by the
 //!   sequencer and the audit, so the two can never disagree).
+//! - [`verifier`]: verifier threads that open many callers' envelopes in shared batches.
 //! - [`receipt`]: what an appender gets back, and its verification.
 //! - [`stats`]: key indicators per brand and marketplace, each linked to its entries.
 //! - [`bundle`]: self-contained evidence bundles and their offline verification.
@@ -34,9 +36,11 @@ pub mod keyfile;
 pub mod receipt;
 pub mod replay;
 pub mod roles;
+pub mod sig;
 pub mod stats;
 pub mod tree;
 pub mod types;
+pub mod verifier;
 
 #[cfg(feature = "store")]
 pub mod sequencer;

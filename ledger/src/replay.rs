@@ -256,11 +256,50 @@ pub fn signed_note_key(vkey: &str) -> Result<KeyId> {
     }
 }
 
+/// Parses entries and opens their envelopes, the signatures checked in batches on
+/// all cores: what [`Replayer::apply`] does first, for many entries at once.
+pub fn prepare(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || entries.len() < 32 {
+        return prepare_here(entries);
+    }
+    let chunk = entries.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|c| s.spawn(move || prepare_here(c)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a verifier thread is a bug in our code, not bad input.
+            .flat_map(|h| h.join().expect("verifier thread panicked"))
+            .collect()
+    })
+}
+
+fn prepare_here(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
+    let parsed: Vec<Result<Entry>> = entries.iter().map(|b| Entry::parse(b)).collect();
+    let envelopes: Vec<crate::envelope::Envelope> = parsed
+        .iter()
+        .filter_map(|e| e.as_ref().ok().map(|e| e.envelope.clone()))
+        .collect();
+    let mut opened = crate::envelope::open_here(envelopes).into_iter();
+    parsed
+        .into_iter()
+        .map(|e| {
+            let e = e?;
+            // Infallible: open_here answers once per envelope given, in order.
+            let o = opened.next().expect("one verdict per envelope")?;
+            Ok((e.logged_at, o))
+        })
+        .collect()
+}
+
 /// An in-memory log state fed entry by entry: the audit and the offline bundle
 /// verifier replay entries through it with the same [`judge`] the sequencer used.
 #[derive(Debug, Default)]
 pub struct Replayer {
-    entries: std::collections::HashMap<Index, Vec<u8>>,
+    entries: Entries,
     actors: std::collections::HashMap<KeyId, Actor>,
     cases: std::collections::HashMap<CaseId, CaseState>,
     rules: Rules,
@@ -273,7 +312,84 @@ pub struct Replayed {
     pub opened: Opened,
 }
 
+/// The entries replayed so far, kept so later refs to them resolve: in memory (a
+/// bundle's few entries), or spooled to a file with only their offsets in memory
+/// (an audit of millions, which must not need the log's size in RAM).
+#[derive(Debug)]
+enum Entries {
+    Memory(std::collections::HashMap<Index, Vec<u8>>),
+    Spool {
+        file: std::cell::RefCell<std::fs::File>,
+        /// Start of entry i in the file; one more for the end of the last.
+        offsets: Vec<u64>,
+    },
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries::Memory(Default::default())
+    }
+}
+
+impl Entries {
+    fn insert(&mut self, index: Index, bytes: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        match self {
+            Entries::Memory(m) => {
+                m.insert(index, bytes.to_vec());
+            }
+            Entries::Spool { file, offsets } => {
+                if index + 1 != offsets.len() as u64 {
+                    return Err(LedgerError::storage(format!(
+                        "spooled replay takes entries in order: got {index} after {}",
+                        offsets.len() as u64 - 1
+                    )));
+                }
+                let end = offsets[offsets.len() - 1];
+                let f = file.get_mut();
+                f.seek(SeekFrom::Start(end))
+                    .and_then(|_| f.write_all(bytes))
+                    .map_err(|e| LedgerError::storage(format!("writing the replay spool: {e}")))?;
+                offsets.push(end + bytes.len() as u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, index: Index) -> Result<Option<Vec<u8>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        match self {
+            Entries::Memory(m) => Ok(m.get(&index).cloned()),
+            Entries::Spool { file, offsets } => {
+                let i = index as usize;
+                if i + 1 >= offsets.len() {
+                    return Ok(None);
+                }
+                let mut buf = vec![0u8; (offsets[i + 1] - offsets[i]) as usize];
+                let mut f = file.borrow_mut();
+                f.seek(SeekFrom::Start(offsets[i]))
+                    .and_then(|_| f.read_exact(&mut buf))
+                    .map_err(|e| LedgerError::storage(format!("reading the replay spool: {e}")))?;
+                Ok(Some(buf))
+            }
+        }
+    }
+}
+
 impl Replayer {
+    /// A replayer that keeps the entries it has seen in `spool` (a scratch file,
+    /// read and written, e.g. from `tempfile`) instead of memory; entries must then
+    /// be applied in order from 0.
+    pub fn with_spool(rules: Rules, spool: std::fs::File) -> Self {
+        Replayer {
+            entries: Entries::Spool {
+                file: std::cell::RefCell::new(spool),
+                offsets: vec![0],
+            },
+            ..Replayer::new(rules)
+        }
+    }
+
     pub fn new(rules: Rules) -> Self {
         Replayer {
             rules: Rules {
@@ -288,20 +404,29 @@ impl Replayer {
     /// the state so far and applies it. The entry is remembered even when it breaks
     /// a rule, so later refs to it still resolve; its effects are then not applied.
     pub fn apply(&mut self, index: Index, bytes: &[u8]) -> Result<Replayed> {
-        self.entries.insert(index, bytes.to_vec());
-        let entry = Entry::parse(bytes)?;
-        let opened = entry.envelope.open()?;
-        let effects = judge(&*self, index, entry.logged_at, &opened, &self.rules)?;
+        let prepared = Entry::parse(bytes).and_then(|e| Ok((e.logged_at, e.envelope.open()?)));
+        self.apply_prepared(index, bytes, prepared)
+    }
+
+    /// [`Replayer::apply`] for an entry already parsed and opened by [`prepare`]
+    /// (which checks the signatures of many entries on all cores); the rules that
+    /// depend on the log so far are checked here, in order.
+    pub fn apply_prepared(
+        &mut self,
+        index: Index,
+        bytes: &[u8],
+        prepared: Result<(DateTime<Utc>, Opened)>,
+    ) -> Result<Replayed> {
+        self.entries.insert(index, bytes)?;
+        let (logged_at, opened) = prepared?;
+        let effects = judge(&*self, index, logged_at, &opened, &self.rules)?;
         if let Some(a) = effects.actor {
             self.actors.insert(a.key, a);
         }
         if let Some(c) = effects.case {
             self.cases.insert(c.id.clone(), c);
         }
-        Ok(Replayed {
-            logged_at: entry.logged_at,
-            opened,
-        })
+        Ok(Replayed { logged_at, opened })
     }
 
     pub fn actor_of(&self, key: &KeyId) -> Option<&Actor> {
@@ -317,12 +442,46 @@ impl Replayer {
 
 impl LogView for Replayer {
     fn entry_bytes(&self, index: Index) -> Result<Option<Vec<u8>>> {
-        Ok(self.entries.get(&index).cloned())
+        self.entries.get(index)
     }
     fn actor(&self, key: &KeyId) -> Result<Option<Actor>> {
         Ok(self.actors.get(key).cloned())
     }
     fn case(&self, id: &CaseId) -> Result<Option<CaseState>> {
         Ok(self.cases.get(id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spooled_entries_read_back_exactly_and_only_in_order() {
+        let path = std::env::temp_dir().join(format!("custody-spool-test-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut e = Entries::Spool {
+            file: std::cell::RefCell::new(file),
+            offsets: vec![0],
+        };
+        let items: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize * 7 + 1]).collect();
+        for (i, b) in items.iter().enumerate() {
+            e.insert(i as u64, b).unwrap();
+        }
+        for i in [0usize, 49, 13, 0, 27] {
+            assert_eq!(
+                e.get(i as u64).unwrap().as_deref(),
+                Some(items[i].as_slice())
+            );
+        }
+        assert_eq!(e.get(50).unwrap(), None);
+        assert!(e.insert(52, b"gap").is_err());
     }
 }

@@ -14,7 +14,7 @@ use crate::envelope::Opened;
 use crate::error::{Code, LedgerError, Result};
 use crate::replay::{judge, LogView};
 use crate::roles::Actor;
-use crate::store::{NewEntry, Store};
+use crate::store::{CachedHashes, NewEntry, Store};
 use crate::tree;
 use crate::types::{CaseId, EventId, Index, KeyId};
 use chrono::{DateTime, Utc};
@@ -200,6 +200,15 @@ impl LogView for GroupView<'_> {
     }
 }
 
+/// What a group knows of the events already in the log.
+struct Seen {
+    /// Events placed earlier in this group, by their slot.
+    in_group: HashMap<EventId, usize>,
+    /// Events of this group already in the log (one MultiGet for the group); `None`
+    /// if that read failed, and each event then looks itself up.
+    prior: Option<HashMap<EventId, Index>>,
+}
+
 enum Slot {
     Refused(LedgerError),
     New(usize, EventId),
@@ -247,24 +256,45 @@ impl Worker {
             cases: HashMap::new(),
         };
         let mut new: Vec<NewEntry> = Vec::new();
-        let mut in_group: HashMap<EventId, usize> = HashMap::new();
+        // The de-duplication lookups of the whole group in one MultiGet; if that
+        // fails, each event looks itself up (and is refused if that fails too).
+        let ids: Vec<EventId> = jobs
+            .iter()
+            .flat_map(|j| {
+                j.items
+                    .iter()
+                    .filter_map(|i| i.as_ref().ok().map(|o| o.event_id))
+            })
+            .collect();
+        let mut seen = Seen {
+            in_group: HashMap::new(),
+            prior: store.indexes_of_events(&ids).ok().map(|v| {
+                ids.iter()
+                    .zip(v)
+                    .filter_map(|(id, i)| i.map(|i| (*id, i)))
+                    .collect()
+            }),
+        };
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut js = Vec::with_capacity(job.items.len());
             for item in job.items {
-                js.push(self.place(item, start, logged_at, &mut view, &mut new, &mut in_group));
+                js.push(self.place(item, start, logged_at, &mut view, &mut new, &mut seen));
             }
             slots.push(js);
             replies.push(job.reply);
         }
         let mut placed = Vec::new();
+        let mut hashes = HashMap::new();
         let committed: Result<Option<SignedCheckpoint>> = if new.is_empty() {
             Ok(None)
         } else {
             let count = new.len() as u64;
-            store.commit(new).map(|(cp, p)| {
-                placed = p;
+            store.commit(new).map(|c| {
+                placed = c.placed;
+                hashes = c.hashes;
+                let cp = c.checkpoint;
                 self.stats.groups.fetch_add(1, Relaxed);
                 self.stats.appended.fetch_add(count, Relaxed);
                 if let Some(b) = GROUP_BOUNDS.iter().position(|&b| count <= b) {
@@ -287,6 +317,8 @@ impl Worker {
             Ok(Some(cp)) => cp.clone(),
             _ => store.checkpoint(),
         };
+        // The new entries' proofs mostly need hashes the commit just computed.
+        let hashes = CachedHashes::new(&store, hashes);
         for (js, reply) in slots.into_iter().zip(replies) {
             let results = js
                 .into_iter()
@@ -298,7 +330,7 @@ impl Worker {
                     Slot::New(i, id) => match &committed {
                         // Built from what was just written: no read back, no parse.
                         Ok(_) => {
-                            tree::prove_inclusion(placed[i].index, cp.size, &*store).map(|proof| {
+                            tree::prove_inclusion(placed[i].index, cp.size, &hashes).map(|proof| {
                                 let r = Receipt {
                                     index: placed[i].index,
                                     leaf_hash: placed[i].leaf_hash,
@@ -337,7 +369,7 @@ impl Worker {
         logged_at: DateTime<Utc>,
         view: &mut GroupView<'_>,
         new: &mut Vec<NewEntry>,
-        in_group: &mut HashMap<EventId, usize>,
+        seen: &mut Seen,
     ) -> Slot {
         let opened = match item {
             Ok(o) => o,
@@ -345,9 +377,12 @@ impl Worker {
         };
         // The same payload again is the same event: answer with the original
         // receipt, but only to its original signer.
-        let earlier = match in_group.get(&opened.event_id) {
+        let earlier = match seen.in_group.get(&opened.event_id) {
             Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, opened.event_id))),
-            None => match view.store.index_of_event(&opened.event_id) {
+            None => match seen.prior.as_ref().map_or_else(
+                || view.store.index_of_event(&opened.event_id),
+                |p| Ok(p.get(&opened.event_id).copied()),
+            ) {
                 Ok(Some(index)) => Some((index, Slot::Duplicate(index, opened.event_id))),
                 Ok(None) => None,
                 Err(e) => return Slot::Refused(e),
@@ -405,7 +440,7 @@ impl Worker {
         }
         view.entries.insert(index, bytes.clone());
         let slot = new.len();
-        in_group.insert(opened.event_id, slot);
+        seen.in_group.insert(opened.event_id, slot);
         new.push(NewEntry {
             bytes,
             event_id: opened.event_id,

@@ -144,8 +144,8 @@ fn parse_admin_key(s: &str) -> Result<KeyId, String> {
     let key = KeyId::parse(s).map_err(|e| {
         format!("{e}: the admin's Ed25519 public key, as printed by `custody keygen`")
     })?;
-    ed25519_dalek::VerifyingKey::from_bytes(&key.0).map_err(|_| {
-        "these 32 bytes are not a valid Ed25519 public key; expected the key printed by `custody keygen`"
+    ledger::sig::PublicKey::from_bytes(&key.0).ok_or_else(|| {
+        "these 32 bytes are not a usable Ed25519 public key (not a canonical point, or of small order); expected the key printed by `custody keygen`"
             .to_owned()
     })?;
     Ok(key)

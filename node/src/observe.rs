@@ -45,6 +45,12 @@ pub async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Respo
         match code {
             Some(code) if status >= 500 => tracing::warn!(status, ms, code, "answered"),
             Some(code) => tracing::info!(status, ms, code, "answered"),
+            // Appends are the log's history: one line each. Successful reads are
+            // counted in /metrics and logged only at debug level (RUST_LOG=debug):
+            // a line per proof request cost more than the proof.
+            None if method == axum::http::Method::GET || method == axum::http::Method::HEAD => {
+                tracing::debug!(status, ms, "answered")
+            }
             None => tracing::info!(status, ms, "answered"),
         }
     });

@@ -5,10 +5,11 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use ledger::cases::Rules;
-use ledger::envelope::Opened;
+use ledger::envelope::{Envelope, Opened};
 use ledger::receipt::Receipt;
 use ledger::sequencer::{Sequencer, Stats};
 use ledger::store::Store;
+use ledger::verifier::Verifier;
 use ledger::{Code, LedgerError};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub rules: Rules,
     pub queue_capacity: usize,
     pub metrics: Metrics,
+    /// Opens single envelopes from concurrent requests in shared batches.
+    verifier: Verifier,
 }
 
 impl AppState {
@@ -45,7 +48,31 @@ impl AppState {
             rules,
             queue_capacity,
             metrics: Metrics::default(),
+            verifier: Verifier::start(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                queue_capacity,
+            ),
         }
+    }
+
+    /// Checks an envelope's signature and parses its event on the verifier threads,
+    /// batched with other requests' envelopes. A full queue is answered at once with
+    /// `Overloaded`.
+    pub async fn open(&self, env: Envelope) -> Result<Opened, Problem> {
+        let (tx, rx) = oneshot::channel();
+        self.verifier.submit(
+            vec![env],
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        let mut verdicts = rx.await.map_err(|_| {
+            Problem::internal("the verifier threads stopped before answering; check the node's log")
+        })?;
+        verdicts
+            .pop()
+            .ok_or_else(|| Problem::internal("the verifier answered no verdict"))?
+            .map_err(Problem::from)
     }
 
     /// Hands items to the sequencer and waits for their outcomes without blocking a

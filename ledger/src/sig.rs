@@ -1,0 +1,314 @@
+//! Ed25519 verification under one rule, whether a signature is checked alone or in a
+//! batch (spec/envelope.md §Signature rule).
+//!
+//! The rule is RFC 8032 §5.1.7 with its cofactored group equation
+//! `[8][s]B = [8]R + [8][k]A`, plus encoding checks: `s` canonical (< L), `R` and `A`
+//! canonical encodings of points that are not of small order. Batch verification of
+//! the cofactored equation accepts exactly the batches whose every signature passes
+//! alone (up to a 2^-128 chance over the batch coefficients), so the log, the audit and
+//! a bundle verifier reach the same verdict however they group their checks. The
+//! cofactorless check used by some libraries (ed25519-dalek `verify_strict`, Go's
+//! `crypto/ed25519`) accepts a subset: every signature an honest RFC 8032 signer makes
+//! passes both; only a key holder who deliberately adds a torsion component to `R` can
+//! make one that passes ours and not theirs, and nobody without the key can make
+//! either.
+//!
+//! Batch coefficients are derived from a BLAKE3 hash of the whole batch (like
+//! ed25519-dalek's own batch verification, which derives them from a transcript):
+//! verdicts are reproducible, and a forger cannot choose signatures after seeing them.
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use sha2::{Digest, Sha512};
+
+/// Above this many signatures a batch is split: a failed batch falls back to checking
+/// its members alone, so smaller batches bound what one bad signature costs.
+pub const MAX_BATCH: usize = 256;
+
+/// Keys remembered per thread by [`PublicKey::from_bytes_cached`].
+const KEY_CACHE: usize = 4096;
+
+/// `y` is the low 255 bits; the encoding is canonical iff `y < p = 2^255 - 19`.
+fn canonical_point_encoding(b: &[u8; 32]) -> bool {
+    !(b[0] >= 0xed && b[1..31].iter().all(|&x| x == 0xff) && b[31] & 0x7f == 0x7f)
+}
+
+/// A point that passes the rule's encoding checks (canonical, decodes, not small order).
+fn decode_point(b: &[u8; 32]) -> Option<EdwardsPoint> {
+    if !canonical_point_encoding(b) {
+        return None;
+    }
+    let p = CompressedEdwardsY(*b).decompress()?;
+    (!p.is_small_order()).then_some(p)
+}
+
+/// A public key usable under the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    bytes: [u8; 32],
+    point: EdwardsPoint,
+}
+
+impl PublicKey {
+    /// `None` for a non-canonical encoding, a non-point, or a small-order point.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<PublicKey> {
+        decode_point(bytes).map(|point| PublicKey {
+            bytes: *bytes,
+            point,
+        })
+    }
+    /// [`PublicKey::from_bytes`] through a per-thread memory of recent keys: a log
+    /// has few signers, and decoding a point costs a field exponentiation.
+    pub fn from_bytes_cached(bytes: &[u8; 32]) -> Option<PublicKey> {
+        thread_local! {
+            static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], Option<PublicKey>>> =
+                Default::default();
+        }
+        KEYS.with_borrow_mut(|keys| {
+            if let Some(k) = keys.get(bytes) {
+                return *k;
+            }
+            if keys.len() >= KEY_CACHE {
+                keys.clear();
+            }
+            let k = PublicKey::from_bytes(bytes);
+            keys.insert(*bytes, k);
+            k
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
+/// One signature decoded and hashed, ready for the group equation.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    r: EdwardsPoint,
+    a: EdwardsPoint,
+    s: Scalar,
+    /// `k = SHA-512(R || A || M) mod L`.
+    k: Scalar,
+    /// What the batch coefficients commit to: `R`, `A`, `s`, `k`.
+    transcript: [u8; 128],
+}
+
+impl Pending {
+    /// Decodes `sig` by `key` over the message `msg` (given in parts, concatenated).
+    /// `None` when an encoding check fails: the signature is invalid whatever the
+    /// equation says.
+    pub fn new(key: &PublicKey, sig: &[u8; 64], msg: &[&[u8]]) -> Option<Pending> {
+        let r_bytes: [u8; 32] = sig[..32].try_into().expect("64 = 32 + 32");
+        let s_bytes: [u8; 32] = sig[32..].try_into().expect("64 = 32 + 32");
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
+        let r = decode_point(&r_bytes)?;
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(key.bytes);
+        for part in msg {
+            h.update(part);
+        }
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut transcript = [0u8; 128];
+        transcript[..32].copy_from_slice(&r_bytes);
+        transcript[32..64].copy_from_slice(&key.bytes);
+        transcript[64..96].copy_from_slice(&s_bytes);
+        transcript[96..].copy_from_slice(k.as_bytes());
+        Some(Pending {
+            r,
+            a: key.point,
+            s,
+            k,
+            transcript,
+        })
+    }
+
+    /// The cofactored equation for this signature alone.
+    pub fn verify(&self) -> bool {
+        // [s]B - [k]A - R, times the cofactor.
+        let sb_minus_ka =
+            EdwardsPoint::vartime_double_scalar_mul_basepoint(&self.k, &-self.a, &self.s);
+        (sb_minus_ka - self.r).mul_by_cofactor().is_identity()
+    }
+}
+
+/// Checks `[8]( -(Σ zᵢsᵢ)B + Σ zᵢRᵢ + Σ (zᵢkᵢ)Aᵢ ) = 0` with 128-bit coefficients zᵢ
+/// derived from the whole batch. True iff (with overwhelming probability) every
+/// signature passes [`Pending::verify`].
+pub fn verify_batch(items: &[Pending]) -> bool {
+    match items {
+        [] => return true,
+        [one] => return one.verify(),
+        _ => {}
+    }
+    let mut h = blake3::Hasher::new_derive_key("custody 2026 ed25519 batch coefficients");
+    h.update(&(items.len() as u64).to_le_bytes());
+    for p in items {
+        h.update(&p.transcript);
+    }
+    let mut xof = h.finalize_xof();
+    let zs: Vec<Scalar> = items
+        .iter()
+        .map(|_| {
+            let mut z = [0u8; 16];
+            xof.fill(&mut z);
+            Scalar::from(u128::from_le_bytes(z))
+        })
+        .collect();
+    let b_coeff: Scalar = items.iter().zip(&zs).map(|(p, z)| z * p.s).sum();
+    let scalars = std::iter::once(-b_coeff)
+        .chain(zs.iter().copied())
+        .chain(items.iter().zip(&zs).map(|(p, z)| z * p.k));
+    let points = std::iter::once(ED25519_BASEPOINT_POINT)
+        .chain(items.iter().map(|p| p.r))
+        .chain(items.iter().map(|p| p.a));
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points)
+        .mul_by_cofactor()
+        .is_identity()
+}
+
+/// Each signature's verdict, checked in batches of at most [`MAX_BATCH`]; a batch
+/// that fails is checked one by one, so a bad signature never condemns a good one.
+pub fn verify_each(items: &[Pending]) -> Vec<bool> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(MAX_BATCH) {
+        if verify_batch(chunk) {
+            out.extend(std::iter::repeat_n(true, chunk.len()));
+        } else {
+            out.extend(chunk.iter().map(Pending::verify));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn signed(n: u8, msg: &[u8]) -> (PublicKey, [u8; 64]) {
+        let sk = SigningKey::from_bytes(&[n; 32]);
+        let pk = PublicKey::from_bytes(sk.verifying_key().as_bytes()).unwrap();
+        (pk, sk.sign(msg).to_bytes())
+    }
+
+    #[test]
+    fn honest_signatures_pass_alone_and_in_batch() {
+        let items: Vec<Pending> = (1..=40u8)
+            .map(|n| {
+                let msg = [n; 10];
+                let (pk, sig) = signed(n, &msg);
+                Pending::new(&pk, &sig, &[&msg[..5], &msg[5..]]).unwrap()
+            })
+            .collect();
+        assert!(items.iter().all(Pending::verify));
+        assert!(verify_batch(&items));
+        assert_eq!(verify_each(&items), vec![true; 40]);
+    }
+
+    #[test]
+    fn one_bad_signature_fails_the_batch_and_only_itself() {
+        let mut items: Vec<Pending> = (1..=20u8)
+            .map(|n| {
+                let (pk, sig) = signed(n, b"m");
+                Pending::new(&pk, &sig, &[b"m"]).unwrap()
+            })
+            .collect();
+        let (pk, sig) = signed(99, b"m");
+        items[13] = Pending::new(&pk, &sig, &[b"other message"]).unwrap();
+        assert!(!verify_batch(&items));
+        let verdicts = verify_each(&items);
+        for (i, v) in verdicts.iter().enumerate() {
+            assert_eq!(*v, i != 13, "signature {i}");
+        }
+    }
+
+    #[test]
+    fn encoding_checks() {
+        let (pk, sig) = signed(1, b"m");
+        // s + L is the same scalar, not canonical.
+        let mut big_s = sig;
+        // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+        let mut l = [0u8; 32];
+        l[..16].copy_from_slice(&0x14def9dea2f79cd65812631a5cf5d3ed_u128.to_le_bytes());
+        l[31] = 0x10;
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = big_s[32 + i] as u16 + l[i] as u16 + carry;
+            big_s[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert!(Pending::new(&pk, &big_s, &[b"m"]).is_none());
+        // Small-order keys and R are refused.
+        for t in EIGHT_TORSION {
+            let b = t.compress().to_bytes();
+            assert!(PublicKey::from_bytes(&b).is_none());
+            let mut small_r = sig;
+            small_r[..32].copy_from_slice(&b);
+            assert!(Pending::new(&pk, &small_r, &[b"m"]).is_none());
+        }
+        // A non-canonical y (p + 1 encodes y = 1 again).
+        let mut p_plus_1 = [0xffu8; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        assert!(!canonical_point_encoding(&p_plus_1));
+        assert!(PublicKey::from_bytes(&p_plus_1).is_none());
+    }
+
+    /// A signer who adds a torsion point to R makes a signature the cofactorless
+    /// check refuses; our rule accepts it alone and in a batch alike, so no grouping
+    /// of checks can change a verdict.
+    #[test]
+    fn torsion_in_r_gets_the_same_verdict_alone_and_in_batch() {
+        let sk = SigningKey::from_bytes(&[7; 32]);
+        let pk = PublicKey::from_bytes(sk.verifying_key().as_bytes()).unwrap();
+        let a = pk.point;
+        let msg = b"torsion";
+        // Sign by hand: r a nonce, R = rB + T (T of order 2), s = r + k·a.
+        let expanded = {
+            let h = Sha512::digest([7u8; 32]);
+            let mut lo = [0u8; 32];
+            lo.copy_from_slice(&h[..32]);
+            lo[0] &= 248;
+            lo[31] &= 127;
+            lo[31] |= 64;
+            Scalar::from_bytes_mod_order(lo)
+        };
+        assert_eq!(ED25519_BASEPOINT_POINT * expanded, a);
+        let r = Scalar::from(123_456_789u64);
+        let big_r = ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[4];
+        let r_bytes = big_r.compress().to_bytes();
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(pk.bytes);
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let s = r + k * expanded;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r_bytes);
+        sig[32..].copy_from_slice(s.as_bytes());
+        // The cofactorless check refuses it…
+        let vk = sk.verifying_key();
+        assert!(vk
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+            .is_err());
+        // …ours accepts it, alone and among others, every time.
+        let odd = Pending::new(&pk, &sig, &[msg]).unwrap();
+        assert!(odd.verify());
+        for n in 1..=8u8 {
+            let mut items: Vec<Pending> = (1..=n)
+                .map(|m| {
+                    let (pk, sig) = signed(m, b"x");
+                    Pending::new(&pk, &sig, &[b"x"]).unwrap()
+                })
+                .collect();
+            items.push(odd.clone());
+            items.push(odd.clone());
+            assert!(verify_batch(&items), "batch of {}", items.len());
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! A pool of verifier threads that opens envelopes from many callers in shared
+//! batches (spec/envelope.md §Verification).
+//!
+//! Single-event requests arrive one envelope at a time; checked alone, each costs
+//! a full signature verification and a hand-off to a thread of its own. The pool
+//! gathers whatever is waiting (up to [`MAX_GATHER`] envelopes) into one batch
+//! equation, one thread per core, and answers each caller with its own verdicts.
+
+use crate::envelope::{open_here, Envelope, Opened};
+use crate::error::{Code, LedgerError, Result};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Most envelopes one thread gathers into one batch.
+pub const MAX_GATHER: usize = 512;
+
+/// Called once with one verdict per envelope, in order.
+pub type Reply = Box<dyn FnOnce(Vec<Result<Opened>>) + Send>;
+
+struct Work {
+    envelopes: Vec<Envelope>,
+    reply: Reply,
+}
+
+pub struct Verifier {
+    tx: Option<SyncSender<Work>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Verifier {
+    /// Starts `threads` verifier threads (at least one) behind a queue of
+    /// `capacity` requests.
+    pub fn start(threads: usize, capacity: usize) -> Verifier {
+        let (tx, rx) = sync_channel::<Work>(capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("custody-verify-{i}"))
+                    .spawn(move || run(&rx))
+                    .expect("spawning a verifier thread")
+            })
+            .collect();
+        Verifier {
+            tx: Some(tx),
+            threads,
+        }
+    }
+
+    /// Queues envelopes for opening. Refuses with `Overloaded` when the queue is full.
+    pub fn submit(&self, envelopes: Vec<Envelope>, reply: Reply) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(|| {
+            LedgerError::new(Code::Overloaded, "the node is shutting down")
+                .expected("retry on the restarted node")
+        })?;
+        tx.try_send(Work { envelopes, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                LedgerError::new(Code::Overloaded, "the signature-check queue is full")
+                    .expected("retry after a short wait (Retry-After)")
+            }
+            TrySendError::Disconnected(_) => {
+                LedgerError::new(Code::Storage, "the verifier threads stopped")
+                    .expected("restart the node; check its log for the cause")
+            }
+        })
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        // Closing the queue lets every thread finish what it holds and return.
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: &Mutex<Receiver<Work>>) {
+    loop {
+        // Take the first waiting request (blocking), then whatever else is already
+        // queued, and release the queue for the other threads before verifying.
+        let mut batch = Vec::new();
+        {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => return,
+            }
+            let mut n = batch[0].envelopes.len();
+            while n < MAX_GATHER {
+                match rx.try_recv() {
+                    Ok(w) => {
+                        n += w.envelopes.len();
+                        batch.push(w);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let counts: Vec<usize> = batch.iter().map(|w| w.envelopes.len()).collect();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut all = Vec::with_capacity(counts.iter().sum());
+        for w in batch {
+            all.extend(w.envelopes);
+            replies.push(w.reply);
+        }
+        let mut verdicts = open_here(all).into_iter();
+        for (reply, n) in replies.into_iter().zip(counts) {
+            reply(verdicts.by_ref().take(n).collect());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::PAYLOAD_TYPE;
+    use ed25519_dalek::SigningKey;
+
+    fn envelope(n: u8) -> Envelope {
+        let payload = format!(
+            r#"{{"kind":"withdrawal","case":"c-{n}","claimed_at":"2026-11-01T10:00:00Z","body":{{"reason":"settled"}}}}"#
+        );
+        Envelope::sign(payload.as_bytes(), &SigningKey::from_bytes(&[n; 32]))
+    }
+
+    #[test]
+    fn every_caller_gets_its_own_verdicts_in_order() {
+        let v = Verifier::start(2, 1024);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for caller in 0..50u8 {
+            let mut envs: Vec<Envelope> = (0..(caller % 4 + 1))
+                .map(|i| envelope(caller * 4 + i + 1))
+                .collect();
+            if caller % 7 == 3 {
+                envs[0].payload_type = "text/plain".into();
+            }
+            if caller % 5 == 2 {
+                let other = envelope(250);
+                envs.last_mut().unwrap().signatures = other.signatures;
+            }
+            let expected: Vec<bool> = envs.iter().cloned().map(|e| e.open().is_ok()).collect();
+            let tx = tx.clone();
+            v.submit(
+                envs,
+                Box::new(move |r| {
+                    let got: Vec<bool> = r.iter().map(|x| x.is_ok()).collect();
+                    tx.send((caller, expected, got)).unwrap();
+                }),
+            )
+            .unwrap();
+        }
+        drop(tx);
+        let answers: Vec<_> = rx.iter().collect();
+        assert_eq!(answers.len(), 50);
+        for (caller, expected, got) in answers {
+            assert_eq!(expected, got, "caller {caller}");
+        }
+        assert_eq!(PAYLOAD_TYPE, envelope(1).payload_type);
+    }
+
+    #[test]
+    fn a_full_queue_is_refused_as_overloaded() {
+        // One thread, held busy by a reply that waits; capacity one.
+        let v = Verifier::start(1, 1);
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        v.submit(
+            vec![envelope(1)],
+            Box::new(move |_| {
+                started_tx.send(()).unwrap();
+                hold_rx.recv().unwrap();
+            }),
+        )
+        .unwrap();
+        started_rx.recv().unwrap();
+        v.submit(vec![envelope(2)], Box::new(|_| {})).unwrap();
+        let e = v.submit(vec![envelope(3)], Box::new(|_| {})).unwrap_err();
+        assert_eq!(e.code, Code::Overloaded);
+        hold_tx.send(()).unwrap();
+    }
+}
