@@ -3,7 +3,7 @@
 //! the runtime threads and before ordering; the sequencer then judges, orders and
 //! commits. A receipt is only sent once its group is durable.
 
-use crate::body::{body_bytes, require_json};
+use crate::body::{body_bytes, require_json, APPEND_CHARGE};
 use crate::problem::Problem;
 use crate::state::{blocking, Shared};
 use axum::extract::{Request, State};
@@ -84,9 +84,15 @@ fn refuse_n(state: &Shared, p: Problem, n: usize) -> Problem {
 /// `POST /v1/events`: 201 + receipt, or 200 + the original receipt for a duplicate.
 pub async fn append_one(State(state): State<Shared>, req: Request) -> Result<Response, Problem> {
     require_json(req.headers()).map_err(|p| refuse(&state, p))?;
-    let bytes = body_bytes(req, state.limits.max_body_bytes, "--max-body-bytes")
-        .await
-        .map_err(|p| refuse(&state, p))?;
+    let (bytes, _held) = body_bytes(
+        req,
+        state.limits.max_body_bytes,
+        "--max-body-bytes",
+        &state.budget,
+        APPEND_CHARGE,
+    )
+    .await
+    .map_err(|p| refuse(&state, p))?;
     let env = Envelope::from_json(&bytes).map_err(|e| refuse(&state, e.into()))?;
     let opened = state.open(env).await.map_err(|p| refuse(&state, p))?;
     let outcome = state
@@ -119,9 +125,15 @@ struct BatchBody {
 /// it entirely.
 pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<Response, Problem> {
     require_json(req.headers()).map_err(|p| refuse(&state, p))?;
-    let bytes = body_bytes(req, state.limits.max_batch_bytes, "--max-batch-bytes")
-        .await
-        .map_err(|p| refuse(&state, p))?;
+    let (bytes, _held) = body_bytes(
+        req,
+        state.limits.max_batch_bytes,
+        "--max-batch-bytes",
+        &state.budget,
+        APPEND_CHARGE,
+    )
+    .await
+    .map_err(|p| refuse(&state, p))?;
     let body: BatchBody = serde_json::from_slice(&bytes).map_err(|e| {
         refuse(
             &state,

@@ -17,7 +17,14 @@ use serde_json::json;
 
 /// `POST /v1/blobs`: 201 `{blake3, size}`.
 pub async fn put(State(s): State<Shared>, req: Request) -> Result<Response, Problem> {
-    let bytes = body_bytes(req, s.limits.max_blob_bytes, "--max-blob-bytes").await?;
+    let (bytes, _held) = body_bytes(
+        req,
+        s.limits.max_blob_bytes,
+        "--max-blob-bytes",
+        &s.budget,
+        1,
+    )
+    .await?;
     let size = bytes.len();
     let id = blocking(move || Ok(s.store.put_blob(&bytes)?)).await?;
     let mut resp = (

@@ -8,6 +8,65 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use ledger::{Code, LedgerError};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What request bodies may hold in memory at once (`--max-inflight-bytes`). A request
+/// is charged before its body is read, for the size it declares (its Content-Length,
+/// or the route's limit if it declares none) times what that body becomes while it is
+/// handled (an append's envelopes, payloads and events live until its receipt is
+/// sent: [`APPEND_CHARGE`]). When the budget is spent the request is answered 503
+/// `overloaded` with Retry-After at once, its body unread, so memory stays bounded
+/// whatever many clients send together.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    /// Permits of one KiB.
+    kib: Arc<Semaphore>,
+    capacity_kib: u32,
+}
+
+/// An append body is charged this many times its size.
+pub const APPEND_CHARGE: usize = 4;
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> BodyBudget {
+        let capacity_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        BodyBudget {
+            kib: Arc::new(Semaphore::new(capacity_kib as usize)),
+            capacity_kib,
+        }
+    }
+
+    /// Bytes currently charged to requests in flight.
+    pub fn in_use(&self) -> u64 {
+        u64::from(self.capacity_kib).saturating_sub(self.kib.available_permits() as u64) * 1024
+    }
+
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.capacity_kib) * 1024
+    }
+
+    fn charge(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Problem> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity_kib);
+        self.kib.clone().try_acquire_many_owned(kib).map_err(|_| {
+            Problem::from(
+                LedgerError::new(
+                    Code::Overloaded,
+                    format!(
+                        "this node already holds {} of its {} bytes of request bodies in flight",
+                        self.in_use(),
+                        self.capacity()
+                    ),
+                )
+                .expected(
+                    "retry after a short wait (Retry-After); the limit is --max-inflight-bytes",
+                ),
+            )
+        })
+    }
+}
 
 /// Refuses a body not declared as `application/json` (parameters such as
 /// `charset=utf-8` are allowed).
@@ -35,11 +94,27 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
 }
 
 /// Buffers the body within the route's limit (`DefaultBodyLimit`, set per route to
-/// `limit`, which is named in the problem).
-pub async fn body_bytes(req: Request, limit: usize, flag: &str) -> Result<Bytes, Problem> {
-    Bytes::from_request(req, &())
+/// `limit`, which is named in the problem), after charging `factor` times its
+/// declared size to `budget`. The permit must be kept as long as the body, or what
+/// it became, is alive.
+pub async fn body_bytes(
+    req: Request,
+    limit: usize,
+    flag: &str,
+    budget: &BodyBudget,
+    factor: usize,
+) -> Result<(Bytes, OwnedSemaphorePermit), Problem> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(limit, |n| n.min(limit));
+    let permit = budget.charge(declared.saturating_mul(factor))?;
+    let bytes = Bytes::from_request(req, &())
         .await
-        .map_err(|r| body_problem(r, limit, flag))
+        .map_err(|r| body_problem(r, limit, flag))?;
+    Ok((bytes, permit))
 }
 
 fn body_problem(r: BytesRejection, limit: usize, flag: &str) -> Problem {

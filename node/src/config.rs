@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// Largest attachment accepted by POST /v1/blobs, e.g. 16MiB.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     pub max_blob_bytes: usize,
+    /// Most request-body bytes held in memory at once, all requests together; appends
+    /// are charged 4× their body (what it becomes while handled), blobs 1×. A request
+    /// beyond it gets 503 + Retry-After before its body is read. At least 4× the
+    /// largest append body and 1× the largest blob.
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_inflight_bytes: usize,
     /// Append requests that may wait for the sequencer; when full, appends get 503 +
     /// Retry-After.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -109,6 +115,7 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     pub max_batch: usize,
     pub max_blob_bytes: usize,
+    pub max_inflight_bytes: usize,
     pub request_timeout: Duration,
 }
 
@@ -119,8 +126,25 @@ impl ServeArgs {
             max_batch_bytes: self.max_batch_bytes,
             max_batch: usize::try_from(self.max_batch).unwrap_or(usize::MAX),
             max_blob_bytes: self.max_blob_bytes,
+            max_inflight_bytes: self.max_inflight_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
         }
+    }
+
+    /// Limits that contradict each other, named with their flags.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let append = self.max_body_bytes.max(self.max_batch_bytes);
+        let need = append
+            .saturating_mul(crate::body::APPEND_CHARGE)
+            .max(self.max_blob_bytes);
+        if self.max_inflight_bytes < need {
+            return Err(format!(
+                "--max-inflight-bytes {} cannot hold even one largest request: it must be at least {need} ({}× the larger of --max-body-bytes and --max-batch-bytes, and at least --max-blob-bytes)",
+                self.max_inflight_bytes,
+                crate::body::APPEND_CHARGE
+            ));
+        }
+        Ok(())
     }
 
     pub fn sequencer_config(&self) -> ledger::sequencer::Config {

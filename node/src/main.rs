@@ -126,6 +126,7 @@ fn open_store(a: &ServeArgs) -> Result<Store> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    a.check_limits().map_err(anyhow::Error::msg)?;
     let store = Arc::new(open_store(&a)?);
     let cp = store.checkpoint();
     tracing::info!(origin = %store.origin(), vkey = %store.vkey(), tree_size = cp.size, root = %cp.root, "log opened and checked");

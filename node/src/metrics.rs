@@ -53,7 +53,14 @@ impl Metrics {
     }
 
     /// The whole exposition.
-    pub fn render(&self, stats: &Stats, tree_size: u64, queue_capacity: usize) -> String {
+    /// `inflight`: request-body bytes charged now, and the budget (`--max-inflight-bytes`).
+    pub fn render(
+        &self,
+        stats: &Stats,
+        tree_size: u64,
+        queue_capacity: usize,
+        inflight: (u64, u64),
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let groups = stats.groups.load(Relaxed);
         let appended = stats.appended.load(Relaxed);
@@ -68,6 +75,18 @@ impl Metrics {
             "custody_queue_capacity",
             "Append requests the sequencer queue holds before answering 503.",
             queue_capacity as u64,
+        );
+        gauge(
+            &mut out,
+            "custody_inflight_body_bytes",
+            "Request-body bytes charged to requests in flight (appends 4x their body).",
+            inflight.0,
+        );
+        gauge(
+            &mut out,
+            "custody_inflight_body_bytes_limit",
+            "--max-inflight-bytes: beyond it requests are answered 503 before their body is read.",
+            inflight.1,
         );
         counter(
             &mut out,
@@ -226,7 +245,7 @@ mod tests {
         let m = Metrics::default();
         m.refused("bad_signature", 1);
         m.request("GET", "/v1/log", 200, Duration::from_millis(2));
-        let text = m.render(&stats, 11, 1024);
+        let text = m.render(&stats, 11, 1024, (4096, 1 << 20));
         assert!(text.contains("custody_group_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"16\"} 3\n"));

@@ -45,7 +45,12 @@ pub fn router(state: Shared) -> Router {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let text = s.metrics.render(&s.stats, s.store.size(), s.queue_capacity);
+    let text = s.metrics.render(
+        &s.stats,
+        s.store.size(),
+        s.queue_capacity,
+        (s.budget.in_use(), s.budget.capacity()),
+    );
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

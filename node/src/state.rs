@@ -1,6 +1,7 @@
 //! What every handler shares: the store, the sequencer, the limits and the metrics;
 //! plus the two bridges from async handlers to the ledger's blocking world.
 
+use crate::body::BodyBudget;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Opens single envelopes from concurrent requests in shared batches.
     verifier: Verifier,
+    /// What request bodies may hold in memory at once.
+    pub budget: BodyBudget,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             rules,
             queue_capacity,
             metrics: Metrics::default(),
+            budget: BodyBudget::new(limits.max_inflight_bytes),
             verifier: Verifier::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 queue_capacity,

@@ -178,3 +178,94 @@ fn sustained_overload_is_shed_with_503_and_memory_stays_bounded() {
     let r = node.append(&key(2), &scan("after-the-storm"));
     assert_eq!(r["index"], start + t.accepted_events);
 }
+
+/// The gauge of request-body bytes charged to requests in flight (/metrics).
+fn inflight(node: &Node) -> u64 {
+    node.get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("custody_inflight_body_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("custody_inflight_body_bytes in /metrics")
+}
+
+/// Bodies still on their way hold the budget of --max-inflight-bytes; a request that
+/// would exceed it is answered 503 + Retry-After before its body is read (so memory
+/// stays bounded whatever many clients send at once), nothing is logged for it, and
+/// appends succeed again once the held bodies are gone.
+#[test]
+fn request_bodies_beyond_the_inflight_budget_are_refused_503_before_they_are_read() {
+    use std::io::{Read, Write};
+    // Each 1 MiB batch body is charged 4 MiB: two leave 1 KiB of the budget, which
+    // no further append fits.
+    let node = Node::start_with(&[
+        "--max-batch-bytes",
+        "1MiB",
+        "--max-blob-bytes",
+        "1MiB",
+        "--max-inflight-bytes",
+        "8193KiB",
+    ]);
+    node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
+    let before = node.checkpoint();
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let declared = 1024 * 1024;
+    // Two clients announce 1 MiB bodies and send only their first bytes.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /v1/events:batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n{{\"envelopes\":["
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inflight(&node) < 8 * 1024 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the held bodies were never charged:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third, complete and valid, batch is refused at once.
+    let envs: Vec<Value> = (0..50)
+        .map(|i| sign(&key(2), &scan(&format!("B-{i}"))))
+        .collect();
+    let batch = json!({"envelopes": envs});
+    let a = node.post_json("/v1/events:batch", &batch);
+    let p = a.problem(503, "overloaded");
+    assert!(a.header("retry-after").is_some(), "503 without Retry-After");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("in flight"),
+        "the problem says why: {p}"
+    );
+    // A single event is charged too, and refused while the budget is spent.
+    node.post_json("/v1/events", &sign(&key(2), &scan("S-1")))
+        .problem(503, "overloaded");
+    assert_eq!(
+        node.checkpoint(),
+        before,
+        "a refused request changed the log"
+    );
+    // The held clients give up; their bodies are released and appends go through.
+    for mut s in held {
+        s.shutdown(std::net::Shutdown::Both).ok();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    while inflight(&node) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "held bodies were never released:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = node.post_json("/v1/events:batch", &batch);
+    assert_eq!(a.status, 201, "after the load: {}", a.text());
+    assert_eq!(node.size(), before.size + 50);
+}
