@@ -11,9 +11,10 @@
 //! compared with what was signed, and a consistency proof links the checkpoints from
 //! before and after the run. `--proofs Q` measures inclusion proof requests instead.
 //!
-//! The limit is raw Ed25519 verification on every core of this machine (strict, as
-//! the node verifies, and `verify_batch`); every throughput is also printed as a
-//! ratio to it. It is measured here, on the client's machine: when the node runs on
+//! The limit is raw Ed25519 verification on every core of this machine, one
+//! signature at a time (`verify_strict`) and in batches (`verify_batch`, the limit
+//! the node's own batched checks under `ledger::sig` approach); every throughput is
+//! also printed as a ratio to both. It is measured here, on the client's machine: when the node runs on
 //! the same machine (the usual benchmark set-up) it is the node's limit too, and the
 //! bench competes with the node for those cores, which it reports (its own CPU time).
 
@@ -120,7 +121,7 @@ struct Limit {
     cores: usize,
     cpu: Option<String>,
     seconds: f64,
-    /// `verify_strict` (what the node does for every envelope), all cores together.
+    /// `verify_strict`, one signature at a time, all cores together.
     strict_per_sec: f64,
     /// `ed25519_dalek::verify_batch` in batches of 64, all cores together.
     batch_per_sec: f64,

@@ -208,23 +208,26 @@ fn bad_signature(keyid: &KeyId) -> LedgerError {
 /// the same verdict as [`Envelope::open`] would: a bad signature in the share costs
 /// the share a check of each signature alone, never a good envelope its place.
 pub fn open_all(envelopes: Vec<Envelope>) -> Vec<Result<Opened>> {
+    on_all_cores(envelopes, open_here)
+}
+
+/// Splits `items` into one share per core, runs `f` on each share on a thread of its
+/// own, and returns the results in the order of the items (a small input runs here).
+pub(crate) fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: fn(Vec<T>) -> Vec<R>) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    if envelopes.len() < 2 * threads.max(8) || threads == 1 {
-        return open_here(envelopes);
+    if items.len() < 2 * threads.max(8) || threads == 1 {
+        return f(items);
     }
-    let chunk = envelopes.len().div_ceil(threads);
-    let mut parts: Vec<Vec<Envelope>> = Vec::new();
-    let mut it = envelopes.into_iter().peekable();
+    let chunk = items.len().div_ceil(threads);
+    let mut parts: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter().peekable();
     while it.peek().is_some() {
         parts.push(it.by_ref().take(chunk).collect());
     }
     std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|p| s.spawn(move || open_here(p)))
-            .collect();
+        let handles: Vec<_> = parts.into_iter().map(|p| s.spawn(move || f(p))).collect();
         handles
             .into_iter()
             // A panic in a verifier thread is a bug in our code, not bad input.

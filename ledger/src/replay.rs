@@ -259,25 +259,10 @@ pub fn signed_note_key(vkey: &str) -> Result<KeyId> {
 /// Parses entries and opens their envelopes, the signatures checked in batches on
 /// all cores: what [`Replayer::apply`] does first, for many entries at once.
 pub fn prepare(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || entries.len() < 32 {
-        return prepare_here(entries);
-    }
-    let chunk = entries.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|c| s.spawn(move || prepare_here(c)))
-            .collect();
-        handles
-            .into_iter()
-            // A panic in a verifier thread is a bug in our code, not bad input.
-            .flat_map(|h| h.join().expect("verifier thread panicked"))
-            .collect()
-    })
+    crate::envelope::on_all_cores(entries.to_vec(), prepare_here)
 }
 
-fn prepare_here(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
+fn prepare_here(entries: Vec<&[u8]>) -> Vec<Result<(DateTime<Utc>, Opened)>> {
     let parsed: Vec<Result<Entry>> = entries.iter().map(|b| Entry::parse(b)).collect();
     let envelopes: Vec<crate::envelope::Envelope> = parsed
         .iter()

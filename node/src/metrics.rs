@@ -60,6 +60,7 @@ impl Metrics {
         tree_size: u64,
         queue_capacity: usize,
         inflight: (u64, u64),
+        memory: ledger::store::StoreMemory,
     ) -> String {
         let mut out = String::with_capacity(4096);
         let groups = stats.groups.load(Relaxed);
@@ -88,6 +89,30 @@ impl Metrics {
             "--max-inflight-bytes: beyond it requests are answered 503 before their body is read.",
             inflight.1,
         );
+        for (name, help, v) in [
+            (
+                "custody_store_block_cache_bytes",
+                "RocksDB block cache in use (data, index and filter blocks).",
+                memory.block_cache,
+            ),
+            (
+                "custody_store_table_readers_bytes",
+                "RocksDB table readers outside the block cache.",
+                memory.table_readers,
+            ),
+            (
+                "custody_store_memtables_bytes",
+                "RocksDB memtables.",
+                memory.memtables,
+            ),
+            (
+                "custody_store_upper_levels_bytes",
+                "The tree's upper levels (level 8 and above) kept in memory.",
+                memory.upper_levels,
+            ),
+        ] {
+            gauge(&mut out, name, help, v);
+        }
         counter(
             &mut out,
             "custody_appended_total",
@@ -245,7 +270,7 @@ mod tests {
         let m = Metrics::default();
         m.refused("bad_signature", 1);
         m.request("GET", "/v1/log", 200, Duration::from_millis(2));
-        let text = m.render(&stats, 11, 1024, (4096, 1 << 20));
+        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), Default::default());
         assert!(text.contains("custody_group_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"16\"} 3\n"));
