@@ -127,10 +127,101 @@ pub fn checkpoints() -> Value {
     })
 }
 
+/// Signatures under the log's rule (spec/envelope.md §Signature rule) and under the
+/// cofactorless `verify_strict`, including the cases where they part.
+pub fn signatures() -> Value {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT as B, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use ed25519_dalek::Signer;
+    use sha2::{Digest, Sha512};
+
+    let key = SigningKey::from_bytes(&ACTOR_SEED);
+    let pk = *key.verifying_key().as_bytes();
+    let msg = pae(
+        PAYLOAD_TYPE,
+        br#"{"kind":"withdrawal","case":"c-1","claimed_at":"2026-11-01T10:00:00Z","body":{"reason":"settled"}}"#,
+    );
+    // The signing scalar a, as RFC 8032 §5.1.5 derives it from the seed.
+    let a = {
+        let h = Sha512::digest(ACTOR_SEED);
+        let mut lo = [0u8; 32];
+        lo.copy_from_slice(&h[..32]);
+        lo[0] &= 248;
+        lo[31] &= 127;
+        lo[31] |= 64;
+        Scalar::from_bytes_mod_order(lo)
+    };
+    let k_of = |r: &[u8; 32], m: &[u8]| {
+        let mut h = Sha512::new();
+        h.update(r);
+        h.update(pk);
+        h.update(m);
+        Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+    };
+    let sig_of = |r: [u8; 32], s: [u8; 32]| {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&r);
+        out[32..].copy_from_slice(&s);
+        out
+    };
+    let honest = key.sign(&msg).to_bytes();
+    // R = rB + T with T of order 2; s = r + k·a: the equation holds up to T.
+    let r = Scalar::from(20_261_123u64);
+    let torsion_r = (B * r + EIGHT_TORSION[4]).compress().to_bytes();
+    let torsion = sig_of(torsion_r, (r + k_of(&torsion_r, &msg) * a).to_bytes());
+    // s + L: the same scalar, not canonical.
+    let mut big_s = honest;
+    let mut carry = 0u16;
+    let l = {
+        let mut l = [0u8; 32];
+        l[..16].copy_from_slice(&0x14def9dea2f79cd65812631a5cf5d3ed_u128.to_le_bytes());
+        l[31] = 0x10;
+        l
+    };
+    for i in 0..32 {
+        let v = u16::from(big_s[32 + i]) + u16::from(l[i]) + carry;
+        big_s[32 + i] = v as u8;
+        carry = v >> 8;
+    }
+    let small_r = sig_of(EIGHT_TORSION[1].compress().to_bytes(), [0; 32]);
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let case = |name: &str,
+                key: [u8; 32],
+                m: &[u8],
+                sig: [u8; 64],
+                custody: bool,
+                strict: bool,
+                why: &str| {
+        let v = |ok: bool| if ok { "accept" } else { "reject" };
+        json!({
+            "name": name,
+            "public_key": hex::encode(key),
+            "message_base64": B64.encode(m),
+            "signature": hex::encode(sig),
+            "custody": v(custody),
+            "cofactorless_strict": v(strict),
+            "why": why,
+        })
+    };
+    json!({
+        "description": "Ed25519 signatures under the log's rule (cofactored equation, canonical s, R and A, no small-order points: spec/envelope.md §Signature rule) and under cofactorless strict verification (ed25519-dalek verify_strict). Messages are DSSE PAE bytes.",
+        "signatures": [
+            case("honest", pk, &msg, honest, true, true, "an RFC 8032 signature passes both"),
+            case("torsion_in_r", pk, &msg, torsion, true, false, "R carries an order-2 component: the cofactored equation holds, the cofactorless one does not; only the key holder can make this"),
+            case("non_canonical_s", pk, &msg, big_s, false, false, "s + L is not below L"),
+            case("small_order_r", pk, &msg, small_r, false, false, "R is a point of small order"),
+            case("small_order_key", identity, &msg, honest, false, false, "the key is the identity point, of small order"),
+            case("wrong_message", pk, b"another message", honest, false, false, "the signature is over another message"),
+        ]
+    })
+}
+
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("leaves.json", leaves()),
         ("envelopes.json", envelopes()),
+        ("signatures.json", signatures()),
         ("proofs.json", proofs()),
         ("checkpoints.json", checkpoints()),
     ]

@@ -145,3 +145,55 @@ fn checkpoint_vectors_verify_with_the_published_vkey() {
         assert!(verifier.verify(&tampered).is_err());
     }
 }
+
+/// Each signature vector gets its stated verdict under the log's rule, alone and in a
+/// batch, and under cofactorless strict verification.
+#[test]
+fn signature_vectors_get_their_verdicts_alone_and_in_batches() {
+    use ledger::sig::{self, Pending, PublicKey};
+    let v = load("signatures.json");
+    let cases = v["signatures"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    let mut accepted = Vec::new();
+    let mut rejected_but_decodable = Vec::new();
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let key = hex32(&c["public_key"]);
+        let msg = B64.decode(c["message_base64"].as_str().unwrap()).unwrap();
+        let sig: [u8; 64] = hex::decode(c["signature"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let pending = PublicKey::from_bytes(&key).and_then(|k| Pending::new(&k, &sig, &[&msg]));
+        let ours = pending.as_ref().is_some_and(Pending::verify);
+        assert_eq!(ours, c["custody"] == "accept", "{name}: our rule");
+        let strict = VerifyingKey::from_bytes(&key)
+            .map(|k| k.verify_strict(&msg, &Signature::from_bytes(&sig)).is_ok())
+            .unwrap_or(false);
+        assert_eq!(
+            strict,
+            c["cofactorless_strict"] == "accept",
+            "{name}: verify_strict"
+        );
+        match (pending, ours) {
+            (Some(p), true) => accepted.push(p),
+            (Some(p), false) => rejected_but_decodable.push((name, p)),
+            (None, _) => {}
+        }
+    }
+    assert!(
+        sig::verify_batch(&accepted),
+        "every accepted vector, in one batch"
+    );
+    for (name, bad) in rejected_but_decodable {
+        let mut batch = accepted.clone();
+        batch.insert(1, bad);
+        assert!(!sig::verify_batch(&batch), "{name} must fail a batch too");
+        let verdicts = sig::verify_each(&batch);
+        assert_eq!(
+            verdicts.iter().filter(|ok| !**ok).count(),
+            1,
+            "{name}: only itself fails"
+        );
+    }
+}
