@@ -226,3 +226,160 @@ fn the_valid_bundle_the_crash_inputs_derive_from_verifies() {
         .unwrap();
     assert_eq!((report.subject, report.entries.len()), (8, 9));
 }
+
+/// What a target runs on one input.
+type Target = fn(&[u8]);
+
+/// A small deterministic PRNG (xorshift64*) for the mutation runs below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One random edit of `data`, the kinds of change libFuzzer makes most: flip a bit,
+/// overwrite, insert or delete bytes, copy a run, splice another seed, or swap a run of
+/// digits for an extreme number.
+fn mutate(rng: &mut Rng, data: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut d = data.to_vec();
+    let at = |rng: &mut Rng, d: &[u8]| rng.below(d.len() + 1);
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(7) {
+            0 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                d[i] ^= 1 << rng.below(8);
+            }
+            1 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                d[i] = rng.next() as u8;
+            }
+            2 => {
+                let i = at(rng, &d);
+                d.insert(i, b"{}[]\",:0-9eE.\\u"[rng.below(15)]);
+            }
+            3 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                let n = 1 + rng.below(8.min(d.len() - i));
+                d.drain(i..i + n);
+            }
+            4 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                let n = 1 + rng.below(32.min(d.len() - i));
+                let run = d[i..i + n].to_vec();
+                let j = at(rng, &d);
+                d.splice(j..j, run);
+            }
+            5 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let cut = at(rng, &d);
+                let from = rng.below(other.len() + 1);
+                d.truncate(cut);
+                d.extend_from_slice(&other[from..]);
+            }
+            _ => {
+                if let Some(i) = d.iter().position(|b| b.is_ascii_digit()) {
+                    let end = d[i..]
+                        .iter()
+                        .position(|b| !b.is_ascii_digit())
+                        .map_or(d.len(), |e| i + e);
+                    let big: &[u8] = [
+                        &b"18446744073709551615"[..],
+                        b"18446744073709551616",
+                        b"9223372036854775807",
+                        b"0",
+                        b"4611686018427387904",
+                        b"99999999999999999999999",
+                    ][rng.below(6)];
+                    d.splice(i..end, big.iter().copied());
+                }
+            }
+        }
+    }
+    d
+}
+
+/// Mutation fuzzing in the ordinary test suite: every target's inputs, edited at
+/// random (a fixed seed, so a failure reproduces), through the same calls as the
+/// cargo-fuzz targets. `CUSTODY_FUZZ_ITERS` (default 1,500 per target) and
+/// `CUSTODY_FUZZ_SEED` run it longer or elsewhere. A panic, or a target still busy
+/// after [`DEADLINE`] on one input, fails the test and writes the input to
+/// `target/fuzz-failure-<target>` to keep as a regression case.
+#[test]
+fn mutated_inputs_do_not_panic_or_hang() {
+    let iters: usize = std::env::var("CUSTODY_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_500);
+    let seed: u64 = std::env::var("CUSTODY_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_c057_0d1e_2026);
+    let targets: [(&str, Target); 7] = [
+        ("envelope", envelope),
+        ("event", event),
+        ("entry", entry),
+        ("checkpoint", checkpoint),
+        ("bundle", bundle),
+        ("tile", tile),
+        ("proof", proof),
+    ];
+    let handles: Vec<_> = targets
+        .into_iter()
+        .enumerate()
+        .map(|(t, (name, f))| {
+            let seeds: Vec<Vec<u8>> = inputs(name).into_iter().map(|(_, b)| b).collect();
+            let current = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (tx, rx) = mpsc::channel::<()>();
+            let cur = current.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                for _ in 0..iters {
+                    let base = &seeds[rng.below(seeds.len())];
+                    let input = mutate(&mut rng, base, &seeds);
+                    *cur.lock().unwrap() = input.clone();
+                    if std::panic::catch_unwind(|| f(&input)).is_err() {
+                        return;
+                    }
+                    let _ = tx.send(());
+                }
+                drop(tx);
+            });
+            (name, rx, current)
+        })
+        .collect();
+    for (name, rx, current) in handles {
+        let mut done = 0usize;
+        loop {
+            match rx.recv_timeout(DEADLINE) {
+                Ok(()) => done += 1,
+                Err(mpsc::RecvTimeoutError::Disconnected) if done == iters => break,
+                Err(e) => {
+                    let input = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join(format!("../target/fuzz-failure-{name}"));
+                    if let Some(dir) = path.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let _ = std::fs::write(&path, &input);
+                    panic!(
+                        "{name}: input {done} of {iters} {} (kept in {}; seed {seed})",
+                        if matches!(e, mpsc::RecvTimeoutError::Timeout) {
+                            format!("still running after {DEADLINE:?}")
+                        } else {
+                            "panicked".to_owned()
+                        },
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
