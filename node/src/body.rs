@@ -64,6 +64,8 @@ impl BodyBudget {
                     "retry after a short wait (Retry-After); the limit is --max-inflight-bytes",
                 ),
             )
+            // The body is left unread: this connection cannot carry another request.
+            .closing()
         })
     }
 }

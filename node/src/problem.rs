@@ -55,6 +55,10 @@ pub struct Body {
     /// Seconds for a `Retry-After` header (overload).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// Answered before the request body was read: the connection cannot carry
+    /// another request, so the answer says `Connection: close`.
+    #[serde(skip)]
+    pub close: bool,
 }
 
 fn title(code: &str) -> &'static str {
@@ -99,7 +103,14 @@ impl Problem {
             expected: None,
             rule: None,
             retry_after: None,
+            close: false,
         }))
+    }
+
+    /// Marks a problem answered before the request body was read.
+    pub fn closing(mut self) -> Self {
+        self.0.close = true;
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -160,6 +171,7 @@ impl From<LedgerError> for Problem {
             expected: e.expected,
             rule: e.rule,
             retry_after: (e.code == Code::Overloaded).then_some(1),
+            close: false,
         }))
     }
 }
@@ -172,6 +184,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let retry = self.retry_after;
+        let close = self.close;
         let code = self.code;
         let body = serde_json::to_vec(&self).expect("problem serialises");
         let mut resp = (status, body).into_response();
@@ -182,6 +195,9 @@ impl IntoResponse for Problem {
         );
         if let Some(s) = retry {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp.extensions_mut().insert(ProblemCode(code));
         resp

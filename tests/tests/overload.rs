@@ -239,6 +239,8 @@ fn request_bodies_beyond_the_inflight_budget_are_refused_503_before_they_are_rea
     let a = node.post_json("/v1/events:batch", &batch);
     let p = a.problem(503, "overloaded");
     assert!(a.header("retry-after").is_some(), "503 without Retry-After");
+    // Its body was never read, so the connection is not reused for another request.
+    assert_eq!(a.header("connection"), Some("close"));
     assert!(
         p["detail"].as_str().unwrap_or("").contains("in flight"),
         "the problem says why: {p}"
