@@ -53,7 +53,6 @@ pub struct NewEntry {
     pub actor: Option<Actor>,
 }
 
-/// A committed entry's place in the tree.
 /// Memory held by the store, in bytes ([`Store::memory`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreMemory {
@@ -74,6 +73,7 @@ pub struct Committed {
     pub hashes: HashMap<u64, Hash>,
 }
 
+/// A committed entry's place in the tree.
 #[derive(Debug, Clone, Copy)]
 pub struct Placed {
     pub index: Index,

@@ -4,7 +4,7 @@
 
 use crate::body::{number, path_param};
 use crate::problem::Problem;
-use crate::state::{blocking, Shared};
+use crate::state::{blocking, AppState, Shared};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
@@ -129,53 +129,54 @@ pub async fn inclusion(
     State(s): State<Shared>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let q = query(q)?;
-    // Inline on the runtime thread: a proof is a few dozen microseconds of reads
-    // (the tree's upper levels are in memory); a hand-off to the blocking pool
-    // cost more than the proof itself.
-    (|| {
-        let store = &*s.store;
-        let cp = store.checkpoint();
-        let size = cp.size;
-        let tree_size = tree_size("tree_size", q.tree_size.as_deref(), size)?;
-        let index = match (&q.index, &q.leaf_hash) {
-            (Some(i), None) => number("index", i)?,
-            (None, Some(h)) => {
-                let leaf = LeafHash::parse(h).map_err(|e| {
-                    LedgerError::new(Code::BadEncoding, format!("leaf_hash: {e}"))
-                        .field("leaf_hash")
-                        .expected("a leaf hash as 64 lowercase hex characters")
-                })?;
-                store.index_of_leaf(&leaf)?.ok_or_else(|| {
-                    Problem::not_found(format!("no entry has leaf hash {leaf}")).field("leaf_hash")
-                })?
-            }
-            _ => {
-                return Err(Problem::bad_request(
-                    "index",
-                    "give exactly one of index and leaf_hash",
-                    "?index=N or ?leaf_hash=HEX64, optionally with &tree_size=S",
-                ))
-            }
-        };
-        let proof = tree::prove_inclusion(index, tree_size, store)?;
-        // The latest root is signed already; only older sizes are recomputed.
-        let root = if tree_size == cp.size {
-            cp.root
-        } else {
-            tree::root(tree_size, store)?
-        };
-        let leaf = store.leaf_hash(index)?.ok_or_else(|| {
-            LedgerError::corrupt(format!("the leaf hash of entry {index} is missing"))
-        })?;
-        Ok(Json(json!({
-            "index": index,
-            "tree_size": tree_size,
-            "leaf_hash": leaf,
-            "root_hash": root,
-            "proof": proof,
-        })))
-    })()
+    inclusion_proof(&s, query(q)?)
+}
+
+/// Proofs run on the runtime thread: a proof is a few dozen microseconds of reads
+/// (the tree's upper levels are in memory), and a hand-off to the blocking pool cost
+/// more than the proof itself.
+fn inclusion_proof(s: &AppState, q: InclusionQuery) -> Result<Json<Value>, Problem> {
+    let store = &*s.store;
+    let cp = store.checkpoint();
+    let size = cp.size;
+    let tree_size = tree_size("tree_size", q.tree_size.as_deref(), size)?;
+    let index = match (&q.index, &q.leaf_hash) {
+        (Some(i), None) => number("index", i)?,
+        (None, Some(h)) => {
+            let leaf = LeafHash::parse(h).map_err(|e| {
+                LedgerError::new(Code::BadEncoding, format!("leaf_hash: {e}"))
+                    .field("leaf_hash")
+                    .expected("a leaf hash as 64 lowercase hex characters")
+            })?;
+            store.index_of_leaf(&leaf)?.ok_or_else(|| {
+                Problem::not_found(format!("no entry has leaf hash {leaf}")).field("leaf_hash")
+            })?
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "index",
+                "give exactly one of index and leaf_hash",
+                "?index=N or ?leaf_hash=HEX64, optionally with &tree_size=S",
+            ))
+        }
+    };
+    let proof = tree::prove_inclusion(index, tree_size, store)?;
+    // The latest root is signed already; only older sizes are recomputed.
+    let root = if tree_size == cp.size {
+        cp.root
+    } else {
+        tree::root(tree_size, store)?
+    };
+    let leaf = store.leaf_hash(index)?.ok_or_else(|| {
+        LedgerError::corrupt(format!("the leaf hash of entry {index} is missing"))
+    })?;
+    Ok(Json(json!({
+        "index": index,
+        "tree_size": tree_size,
+        "leaf_hash": leaf,
+        "root_hash": root,
+        "proof": proof,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,29 +190,28 @@ pub async fn consistency(
     State(s): State<Shared>,
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let q = query(q)?;
-    // Inline on the runtime thread: a proof is a few dozen microseconds of reads
-    // (the tree's upper levels are in memory); a hand-off to the blocking pool
-    // cost more than the proof itself.
-    (|| {
-        let store = &*s.store;
-        let size = store.size();
-        let first = match &q.first {
-            Some(f) => number("first", f)?,
-            None => {
-                return Err(Problem::bad_request(
-                    "first",
-                    "first is missing",
-                    "?first=A[&second=B]",
-                ))
-            }
-        };
-        let second = tree_size("second", q.second.as_deref(), size)?;
-        let proof = tree::prove_consistency(first, second, store)?;
-        Ok(Json(
-            json!({"first": first, "second": second, "proof": proof}),
-        ))
-    })()
+    consistency_proof(&s, query(q)?)
+}
+
+/// On the runtime thread, like [`inclusion_proof`].
+fn consistency_proof(s: &AppState, q: ConsistencyQuery) -> Result<Json<Value>, Problem> {
+    let store = &*s.store;
+    let size = store.size();
+    let first = match &q.first {
+        Some(f) => number("first", f)?,
+        None => {
+            return Err(Problem::bad_request(
+                "first",
+                "first is missing",
+                "?first=A[&second=B]",
+            ))
+        }
+    };
+    let second = tree_size("second", q.second.as_deref(), size)?;
+    let proof = tree::prove_consistency(first, second, store)?;
+    Ok(Json(
+        json!({"first": first, "second": second, "proof": proof}),
+    ))
 }
 
 /// `GET /v1/bundles/{index}`: the evidence bundle for one entry.

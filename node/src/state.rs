@@ -1,5 +1,6 @@
-//! What every handler shares: the store, the sequencer, the limits and the metrics;
-//! plus the two bridges from async handlers to the ledger's blocking world.
+//! What every handler shares: the store, the sequencer, the verifier threads, the
+//! limits, the request-body budget and the metrics; plus the bridges from async
+//! handlers to the ledger's blocking world (`open`, `submit`, `blocking`).
 
 use crate::body::BodyBudget;
 use crate::config::Limits;
