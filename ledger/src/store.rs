@@ -1,11 +1,15 @@
 //! The RocksDB store: the only module that touches disk (spec/storage.md).
 //!
-//! One key space, one-byte prefixes:
-//! - `e`+index → entry bytes (verbatim)         - `h`+stored-hash index → 32-byte hash
-//! - `d`+event_id → index (de-duplication)      - `l`+leaf hash → index
-//! - `c`+size → checkpoint note (history)       - `a`+key → actor (JSON)
-//! - `s`+case → case state (JSON)               - `b`+blake3 → blob bytes
-//! - `m` → latest checkpoint size
+//! Two column families, one-byte key prefixes:
+//! - default: `e`+index → entry bytes (verbatim), `h`+stored-hash index → 32-byte
+//!   hash, `c`+size → checkpoint note (history), `a`+key → actor (JSON), `s`+case →
+//!   case state (JSON), `b`+blake3 → blob bytes, `m` → latest checkpoint size,
+//!   `v` → layout version;
+//! - `ids`: `d`+event_id → index (de-duplication), `l`+leaf hash → index.
+//!
+//! The `ids` keys are random and most lookups of them miss (every new event's
+//! de-duplication check), so only that family carries Bloom filters; the default
+//! family's keys are sequential or always found, and go without.
 //!
 //! Every group of entries is written as ONE write batch with a synced WAL, so a
 //! crash leaves either the whole group (and its checkpoint) or none of it.
@@ -20,7 +24,8 @@ use crate::roles::Actor;
 use crate::tree;
 use crate::types::{BlobId, CaseId, EventId, Index, KeyId, LeafHash, RootHash, TreeSize};
 use chrono::Utc;
-use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options};
+use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +35,12 @@ use tlog_tiles::{Hash, HashReader};
 const KEY_FILE: &str = "log.key";
 const DB_DIR: &str = "db";
 const META_SIZE: &[u8] = b"m";
+const META_LAYOUT: &[u8] = b"v";
+/// The column family of the random-key indexes `d` and `l`.
+const IDS: &str = "ids";
+/// The key layout this code writes: 2 = the `ids` column family. Layout 1 (every
+/// key in the default family, no `v` key) is migrated when opened.
+const LAYOUT: u64 = 2;
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + id.len());
@@ -39,6 +50,14 @@ fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
 }
 fn ku(prefix: u8, n: u64) -> Vec<u8> {
     k(prefix, &n.to_be_bytes())
+}
+/// `u` ‖ level ‖ n: the copy of stored hash (level, n), for levels ≥ [`UPPER_LEVEL`].
+fn upper_key(level: u8, n: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10);
+    v.push(b'u');
+    v.push(level);
+    v.extend_from_slice(&n.to_be_bytes());
+    v
 }
 fn be(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
@@ -101,25 +120,52 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn db_options() -> Options {
+/// The database's options and its two column families, which share one block cache.
+fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let mut o = Options::default();
     o.create_if_missing(true);
-    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o.create_missing_column_families(true);
     // Keep file handles bounded on machines with a low ulimit.
     o.set_max_open_files(512);
-    // Most point reads miss (the de-duplication lookup of every new event): a Bloom
-    // filter answers those without reading index blocks. (Ribbon filters take ~30%
-    // less memory but cost enough CPU to build, at every flush and compaction, to cut
-    // batch appends by ~15% on 2 cores.)
-    let mut t = rocksdb::BlockBasedOptions::default();
-    t.set_bloom_filter(10.0, false);
-    t.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    // The default family: entries, hashes, checkpoints, records. Its reads hit (an
+    // entry, a hash below the tree size) or run in order (bundles, tiles), so no
+    // filter. 4 KiB blocks: 16 KiB ones quarter the index and compress better (300
+    // instead of ~375 bytes per entry on disk) but made random proofs 10-25% slower.
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut t = BlockBasedOptions::default();
+    t.set_block_size(4 << 10);
+    t.set_block_cache(&cache);
     o.set_block_based_table_factory(&t);
-    // Two memtables of 32 MiB at most: with the block cache, what RocksDB holds in
-    // memory is bounded whatever the log's size.
+    // Two memtables of 32 MiB at most per family (8 MiB for `ids`): with the block
+    // cache, what RocksDB holds in memory is bounded whatever the log's size.
     o.set_write_buffer_size(32 << 20);
     o.set_max_write_buffer_number(2);
-    o
+    // The `ids` family: 32-byte random keys, and most lookups miss (the
+    // de-duplication check of every new event): a Bloom filter answers those without
+    // reading index blocks. (Ribbon filters take ~30% less memory but cost enough
+    // CPU to build, at every flush and compaction, to cut batch appends by ~15% on
+    // 2 cores.)
+    let mut ids = Options::default();
+    ids.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut t = BlockBasedOptions::default();
+    t.set_bloom_filter(10.0, false);
+    t.set_optimize_filters_for_memory(true);
+    t.set_block_cache(&cache);
+    ids.set_block_based_table_factory(&t);
+    ids.set_write_buffer_size(8 << 20);
+    ids.set_max_write_buffer_number(2);
+    let families = vec![
+        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, o.clone()),
+        ColumnFamilyDescriptor::new(IDS, ids),
+    ];
+    (o, families)
+}
+
+fn open_db(path: &Path, create: bool) -> Result<DB> {
+    let (mut o, families) = db_options();
+    o.create_if_missing(create);
+    DB::open_cf_descriptors(&o, path, families).map_err(LedgerError::storage)
 }
 
 /// The lowest tree level whose hashes [`Store`] keeps in memory (one C2SP tile up).
@@ -132,6 +178,42 @@ fn synced() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.set_sync(true);
     w
+}
+
+/// Copies the `d` and `l` keys of a layout-1 store (every key in the default family,
+/// no `u` keys) into the `ids` family, in unsynced batches; [`Store::finish_migration`]
+/// then removes the originals and records layout 2 in one synced batch, so a crash
+/// part-way leaves layout 1 intact and the next open copies again (the same keys to
+/// the same values).
+fn migrate_ids(db: &DB, dir: &Path) -> Result<()> {
+    let ids = db
+        .cf_handle(IDS)
+        .expect("the ids family is opened with the store");
+    eprintln!(
+        "custody: {} uses key layout 1; moving its de-duplication and leaf indexes into \
+         their own column family (once)",
+        dir.display()
+    );
+    let mut moved = 0u64;
+    for prefix in [b'd', b'l'] {
+        let mut batch = WriteBatch::default();
+        for item in db.prefix_iterator([prefix]) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            if k.first() != Some(&prefix) {
+                break;
+            }
+            batch.put_cf(ids, k, v);
+            moved += 1;
+            if batch.len() >= 100_000 {
+                db.write(std::mem::take(&mut batch))
+                    .map_err(LedgerError::storage)?;
+                eprintln!("custody: {moved} index keys moved");
+            }
+        }
+        db.write(batch).map_err(LedgerError::storage)?;
+    }
+    eprintln!("custody: {moved} index keys copied");
+    Ok(())
 }
 
 impl Store {
@@ -172,7 +254,9 @@ impl Store {
         };
         let env = Envelope::sign(&genesis.to_payload(), key.signing_key());
         let opened = env.open()?;
-        let db = DB::open(&db_options(), dir.join(DB_DIR)).map_err(LedgerError::storage)?;
+        let db = open_db(&dir.join(DB_DIR), true)?;
+        db.put(META_LAYOUT, LAYOUT.to_be_bytes())
+            .map_err(LedgerError::storage)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
         let empty = key.sign(0, tree::EMPTY_HASH.into())?;
         let store = Store {
@@ -218,9 +302,25 @@ impl Store {
         }
         let key = LogKey::load(&key_path)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
-        let mut o = db_options();
-        o.create_if_missing(false);
-        let db = DB::open(&o, dir.join(DB_DIR)).map_err(LedgerError::storage)?;
+        let db = open_db(&dir.join(DB_DIR), false)?;
+        let migrating = match db
+            .get(META_LAYOUT)
+            .map_err(LedgerError::storage)?
+            .and_then(|v| be(&v))
+        {
+            Some(LAYOUT) => false,
+            None => {
+                migrate_ids(&db, dir)?;
+                true
+            }
+            Some(other) => {
+                return Err(LedgerError::storage(format!(
+                    "{} was written in key layout {other}, newer than this custody-node's \
+                     ({LAYOUT}); serve it with the release that wrote it, or a later one",
+                    dir.display()
+                )))
+            }
+        };
         let size = db
             .get(META_SIZE)
             .map_err(LedgerError::storage)?
@@ -266,21 +366,53 @@ impl Store {
             commit_lock: Mutex::new(()),
         };
         store.load_upper()?;
+        if migrating {
+            store.finish_migration()?;
+        }
         store.check_tree()?;
         Ok(store)
     }
 
-    /// Reads the upper levels of the tree into memory (see [`Store::upper`]).
+    /// Reads the upper levels of the tree into memory (see [`Store::upper`]) from
+    /// their `u` copies, one short run of keys; whatever is missing there (a store
+    /// from before layout 2) is read from the `h` hashes, spread over the whole tree.
     fn load_upper(&self) -> Result<()> {
         let size = self.size();
-        let mut levels = Vec::new();
-        for level in UPPER_LEVEL..64 {
-            let count = size >> level;
-            if count == 0 {
+        let mut levels: Vec<Vec<Hash>> = (UPPER_LEVEL..64)
+            .map(|level| size >> level)
+            .take_while(|&count| count > 0)
+            .map(|count| Vec::with_capacity(count as usize))
+            .collect();
+        for item in self.db.prefix_iterator([b'u']) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            if k.first() != Some(&b'u') {
                 break;
             }
-            let mut hashes = Vec::with_capacity(count as usize);
-            let mut k = 0u64;
+            let bad = || {
+                LedgerError::corrupt(format!(
+                    "the upper tree hash {} is malformed",
+                    hex::encode(&k)
+                ))
+            };
+            let (level, n) = match (k.get(1), k.get(2..).and_then(be)) {
+                (Some(&l), Some(n)) if l >= UPPER_LEVEL => (l, n),
+                _ => return Err(bad()),
+            };
+            let hash = <[u8; 32]>::try_from(v.as_ref())
+                .map(Hash)
+                .map_err(|_| bad())?;
+            // In key order each level's hashes come left to right; a gap ends what
+            // can be taken from here.
+            if let Some(l) = levels.get_mut(usize::from(level - UPPER_LEVEL)) {
+                if l.len() as u64 == n && n < size >> level {
+                    l.push(hash);
+                }
+            }
+        }
+        for (l, hashes) in levels.iter_mut().enumerate() {
+            let level = UPPER_LEVEL + l as u8;
+            let count = size >> level;
+            let mut k = hashes.len() as u64;
             while k < count {
                 let chunk: Vec<u64> = (k..count.min(k + 4096))
                     .map(|n| tlog_tiles::stored_hash_index(level, n))
@@ -290,9 +422,31 @@ impl Store {
                 })?);
                 k += chunk.len() as u64;
             }
-            levels.push(hashes);
         }
         *self.upper.write().expect("upper lock") = levels;
+        Ok(())
+    }
+
+    /// The last step of the move to layout 2 (after [`migrate_ids`] and
+    /// [`Store::load_upper`]): one synced batch removes the old index keys, writes
+    /// the `u` copies of the upper levels and records the layout.
+    fn finish_migration(&self) -> Result<()> {
+        let mut last = WriteBatch::default();
+        last.delete_range(&[b'd'][..], &[b'e'][..]);
+        last.delete_range(&[b'l'][..], &[b'm'][..]);
+        for (l, hashes) in self.upper.read().expect("upper lock").iter().enumerate() {
+            for (n, h) in hashes.iter().enumerate() {
+                last.put(upper_key(UPPER_LEVEL + l as u8, n as u64), h.0);
+            }
+        }
+        last.put(META_LAYOUT, LAYOUT.to_be_bytes());
+        self.db
+            .write_opt(last, &synced())
+            .map_err(LedgerError::storage)?;
+        eprintln!(
+            "custody: {} is now in key layout {LAYOUT}",
+            self.dir.display()
+        );
         Ok(())
     }
 
@@ -361,6 +515,20 @@ impl Store {
         self.db.get(key).map_err(LedgerError::storage)
     }
 
+    fn ids(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(IDS)
+            .expect("the ids family is opened with the store")
+    }
+
+    fn get_id(&self, key: &[u8]) -> Result<Option<Index>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.ids(), key)
+            .map_err(LedgerError::storage)?
+            .and_then(|v| be(&v)))
+    }
+
     /// Entry bytes, exactly as logged.
     pub fn entry(&self, index: Index) -> Result<Option<Vec<u8>>> {
         self.get(&ku(b'e', index))
@@ -378,7 +546,7 @@ impl Store {
     pub fn indexes_of_events(&self, ids: &[EventId]) -> Result<Vec<Option<Index>>> {
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| k(b'd', &id.0)).collect();
         self.db
-            .multi_get(keys)
+            .batched_multi_get_cf(self.ids(), &keys, false)
             .into_iter()
             .map(|r| Ok(r.map_err(LedgerError::storage)?.and_then(|v| be(&v))))
             .collect()
@@ -388,10 +556,20 @@ impl Store {
     /// cache, the table readers (indexes and filters outside the cache), the memtables.
     pub fn memory(&self) -> StoreMemory {
         let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        // Per family, except the block cache, which both share.
+        let both = |name: &str| {
+            prop(name)
+                + self
+                    .db
+                    .property_int_value_cf(self.ids(), name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+        };
         StoreMemory {
             block_cache: prop("rocksdb.block-cache-usage"),
-            table_readers: prop("rocksdb.estimate-table-readers-mem"),
-            memtables: prop("rocksdb.cur-size-all-mem-tables"),
+            table_readers: both("rocksdb.estimate-table-readers-mem"),
+            memtables: both("rocksdb.cur-size-all-mem-tables"),
             upper_levels: self
                 .upper
                 .read()
@@ -403,11 +581,11 @@ impl Store {
     }
 
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
-        Ok(self.get(&k(b'd', &id.0))?.and_then(|v| be(&v)))
+        self.get_id(&k(b'd', &id.0))
     }
 
     pub fn index_of_leaf(&self, h: &LeafHash) -> Result<Option<Index>> {
-        Ok(self.get(&k(b'l', &h.0))?.and_then(|v| be(&v)))
+        self.get_id(&k(b'l', &h.0))
     }
 
     /// A checkpoint the log published at exactly `size`, if any.
@@ -473,6 +651,7 @@ impl Store {
         let mut new_hashes: Vec<(u64, Hash)> = Vec::new();
         let mut new_upper: Vec<(usize, u64, Hash)> = Vec::new();
         let mut batch = WriteBatch::default();
+        let ids = self.ids();
         let mut placed = Vec::with_capacity(group.len());
         let mut actors = Vec::new();
         for (i, e) in group.into_iter().enumerate() {
@@ -498,12 +677,13 @@ impl Store {
                 // The j-th hash completes the subtree at level j ending at this leaf.
                 if j >= usize::from(UPPER_LEVEL) {
                     new_upper.push((j - usize::from(UPPER_LEVEL), index >> j, h));
+                    batch.put(upper_key(j as u8, index >> j), h.0);
                 }
             }
             drop(known);
             batch.put(ku(b'e', index), &e.bytes);
-            batch.put(k(b'd', &e.event_id.0), index.to_be_bytes());
-            batch.put(k(b'l', &leaf.0), index.to_be_bytes());
+            batch.put_cf(ids, k(b'd', &e.event_id.0), index.to_be_bytes());
+            batch.put_cf(ids, k(b'l', &leaf.0), index.to_be_bytes());
             if let Some(a) = e.actor {
                 batch.put(
                     k(b'a', &a.key.0),
@@ -787,5 +967,75 @@ mod tests {
             let leaf = store.leaf_hash(i).unwrap().unwrap();
             tree::verify_inclusion(&p, n, cp.root, i, leaf).unwrap();
         }
+    }
+
+    /// A store written in key layout 1 (every key in the default family, no `ids`
+    /// family, no layout key) opens: its indexes move into `ids`, and every entry is
+    /// still found by event id and by leaf hash.
+    #[test]
+    fn a_layout_1_store_is_migrated_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = KeyId(
+            *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let store = Store::init(dir.path(), "custody.test/layout", admin).unwrap();
+        let entries = synthetic(1, 700);
+        let ids: Vec<EventId> = entries.iter().map(|e| e.event_id).collect();
+        store.commit(entries).unwrap();
+        let leaves: Vec<LeafHash> = (1..=700)
+            .map(|i| store.leaf_hash(i).unwrap().unwrap())
+            .collect();
+        let cp = store.checkpoint();
+        drop(store);
+        {
+            let mut db = open_db(&dir.path().join(DB_DIR), false).unwrap();
+            let mut batch = WriteBatch::default();
+            for item in db.iterator_cf(db.cf_handle(IDS).unwrap(), rocksdb::IteratorMode::Start) {
+                let (k, v) = item.unwrap();
+                batch.put(k, v);
+            }
+            batch.delete(META_LAYOUT);
+            batch.delete_range(&[b'u'][..], &[b'v'][..]);
+            db.write(batch).unwrap();
+            db.drop_cf(IDS).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint(), cp);
+        for (n, (id, leaf)) in ids.iter().zip(&leaves).enumerate() {
+            assert_eq!(store.index_of_event(id).unwrap(), Some(n as u64 + 1));
+            assert_eq!(store.index_of_leaf(leaf).unwrap(), Some(n as u64 + 1));
+        }
+        assert_eq!(
+            store.indexes_of_events(&ids[..3]).unwrap(),
+            [Some(1), Some(2), Some(3)]
+        );
+        for prefix in [b'd', b'l'] {
+            let left = store
+                .db
+                .prefix_iterator([prefix])
+                .next()
+                .map(|r| r.unwrap().0);
+            assert!(
+                left.is_none_or(|k| k[0] != prefix),
+                "old {prefix} keys removed"
+            );
+        }
+        assert_eq!(
+            store.get(META_LAYOUT).unwrap(),
+            Some(LAYOUT.to_be_bytes().to_vec())
+        );
+        // The upper levels' copies were written: 700 leaves make two level-8 subtrees
+        // and one at level 9.
+        let copies = store
+            .db
+            .prefix_iterator([b'u'])
+            .map(|r| r.unwrap().0)
+            .take_while(|k| k[0] == b'u')
+            .count();
+        assert_eq!(copies, 3);
+        drop(store);
+        Store::open(dir.path()).unwrap();
     }
 }

@@ -46,7 +46,8 @@ fn build(dir: &Path, n: usize) {
 
 /// Opens the raw database (as an attacker with disk access would) and applies `f`.
 fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
-    let db = rocksdb::DB::open_default(dir.join("db")).unwrap();
+    // Every column family must be opened; "default" is added to the list by the crate.
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.join("db"), ["ids"]).unwrap();
     f(&db);
 }
 

@@ -167,7 +167,12 @@ fn an_entry_altered_on_disk_is_named_by_index_by_the_audit() {
     let dir = node.stop_and_keep();
     {
         // An operator (or a thief with disk access) rewrites entry 5 in place.
-        let db = rocksdb::DB::open_default(dir.path().join("data/db")).unwrap();
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path().join("data/db"),
+            ["ids"],
+        )
+        .unwrap();
         let mut k = vec![b'e'];
         k.extend_from_slice(&5u64.to_be_bytes());
         let mut e = db.get(&k).unwrap().unwrap();
