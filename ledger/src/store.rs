@@ -38,8 +38,9 @@ const META_SIZE: &[u8] = b"m";
 const META_LAYOUT: &[u8] = b"v";
 /// The column family of the random-key indexes `d` and `l`.
 const IDS: &str = "ids";
-/// The key layout this code writes: 2 = the `ids` column family. Layout 1 (every
-/// key in the default family, no `v` key) is migrated when opened.
+/// The key layout this code writes: 2 = the `ids` column family and `u` keys.
+/// Layout 1 (every key in the default family, no `u` or `v` key) is migrated when
+/// opened; an older release cannot open the store afterwards.
 const LAYOUT: u64 = 2;
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
@@ -305,24 +306,6 @@ impl Store {
         let key = LogKey::load(&key_path)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
         let db = open_db(&dir.join(DB_DIR), false)?;
-        let migrating = match db
-            .get(META_LAYOUT)
-            .map_err(LedgerError::storage)?
-            .and_then(|v| be(&v))
-        {
-            Some(LAYOUT) => false,
-            None => {
-                migrate_ids(&db, dir)?;
-                true
-            }
-            Some(other) => {
-                return Err(LedgerError::storage(format!(
-                    "{} was written in key layout {other}, newer than this custody-node's \
-                     ({LAYOUT}); serve it with the release that wrote it, or a later one",
-                    dir.display()
-                )))
-            }
-        };
         let size = db
             .get(META_SIZE)
             .map_err(LedgerError::storage)?
@@ -347,6 +330,30 @@ impl Store {
                 checkpoint.size
             )));
         }
+        // The layout is checked, and a layout-1 store migrated, only once its
+        // checkpoint verifies: a damaged store is refused before anything is written.
+        let migrating = match db.get(META_LAYOUT).map_err(LedgerError::storage)? {
+            None => {
+                migrate_ids(&db, dir)?;
+                true
+            }
+            Some(v) => match be(&v) {
+                Some(LAYOUT) => false,
+                Some(other) if other > LAYOUT => {
+                    return Err(LedgerError::storage(format!(
+                        "{} was written in key layout {other}, newer than this custody-node's \
+                         ({LAYOUT}); serve it with the release that wrote it, or a later one",
+                        dir.display()
+                    )))
+                }
+                _ => {
+                    return Err(LedgerError::corrupt(format!(
+                        "the store's layout key holds {}, not a layout this node wrote",
+                        hex::encode(&v)
+                    )))
+                }
+            },
+        };
         let mut actors = HashMap::new();
         for item in db.prefix_iterator([b'a']) {
             let (k, v) = item.map_err(LedgerError::storage)?;
@@ -368,10 +375,10 @@ impl Store {
             commit_lock: Mutex::new(()),
         };
         store.load_upper()?;
+        store.check_tree()?;
         if migrating {
             store.finish_migration()?;
         }
-        store.check_tree()?;
         Ok(store)
     }
 
@@ -445,6 +452,10 @@ impl Store {
         self.db
             .write_opt(last, &synced())
             .map_err(LedgerError::storage)?;
+        // Reclaim the old keys' space (and their tables' filters) now rather than
+        // whenever compaction reaches them.
+        self.db.compact_range(Some(&[b'd'][..]), Some(&[b'e'][..]));
+        self.db.compact_range(Some(&[b'l'][..]), Some(&[b'm'][..]));
         eprintln!(
             "custody: {} is now in key layout {LAYOUT}",
             self.dir.display()
@@ -820,6 +831,26 @@ impl Store {
                 cp.root
             )));
         }
+        // Proofs and roots read levels >= 8 from their `u` copies: they must equal
+        // the hashes in `h`.
+        let upper = self.upper.read().expect("upper lock").clone();
+        for (l, hashes) in upper.iter().enumerate() {
+            let level = UPPER_LEVEL + l as u8;
+            for (chunk, start) in hashes.chunks(4096).zip((0u64..).step_by(4096)) {
+                let at: Vec<u64> = (start..start + chunk.len() as u64)
+                    .map(|n| tlog_tiles::stored_hash_index(level, n))
+                    .collect();
+                let stored = self.read_from_db(&at).map_err(|e| {
+                    LedgerError::corrupt(format!("reading tree level {level}: {e}"))
+                })?;
+                if let Some(k) = (0..chunk.len()).find(|&k| chunk[k] != stored[k]) {
+                    return Err(LedgerError::corrupt(format!(
+                        "the copy of tree hash (level {level}, {}) differs from the stored hash",
+                        start + k as u64
+                    )));
+                }
+            }
+        }
         progress(cp.size, cp.size);
         Ok(())
     }
@@ -963,6 +994,34 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         check(&store);
         assert_eq!(store.checkpoint(), cp);
+        store.verify_all(&mut |_, _| {}).unwrap();
+        // A `u` copy missing in the middle of level 8: that level is read from `h`
+        // from there on, and nothing else changes.
+        store.db.delete(upper_key(UPPER_LEVEL, 7)).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        check(&store);
+        // A `u` copy that differs from `h` is named by the full check.
+        store
+            .db
+            .put(upper_key(UPPER_LEVEL + 1, 2), [7u8; 32])
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let e = store.verify_all(&mut |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("level 9, 2"), "{e}");
+        store
+            .db
+            .put(
+                upper_key(UPPER_LEVEL + 1, 2),
+                store
+                    .read_from_db(&[tlog_tiles::stored_hash_index(UPPER_LEVEL + 1, 2)])
+                    .unwrap()[0]
+                    .0,
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
         // Proofs through the cache verify against the signed root.
         for i in [0, 255, 256, 4000, n - 1] {
             let p = tree::prove_inclusion(i, n, &store).unwrap();
@@ -972,10 +1031,21 @@ mod tests {
     }
 
     /// A store written in key layout 1 (every key in the default family, no `ids`
-    /// family, no layout key) opens: its indexes move into `ids`, and every entry is
-    /// still found by event id and by leaf hash.
+    /// family, no `u` keys, no layout key) opens: its indexes move into `ids`, and
+    /// every entry is still found by event id and by leaf hash.
     #[test]
     fn a_layout_1_store_is_migrated_when_opened() {
+        migrate(true);
+    }
+
+    /// As after a crash part-way through a migration: the `ids` family exists and
+    /// already holds the copied keys, but the layout is still 1.
+    #[test]
+    fn a_migration_cut_short_is_redone() {
+        migrate(false);
+    }
+
+    fn migrate(drop_ids: bool) {
         let dir = tempfile::tempdir().unwrap();
         let admin = KeyId(
             *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
@@ -1001,7 +1071,9 @@ mod tests {
             batch.delete(META_LAYOUT);
             batch.delete_range(&[b'u'][..], &[b'v'][..]);
             db.write(batch).unwrap();
-            db.drop_cf(IDS).unwrap();
+            if drop_ids {
+                db.drop_cf(IDS).unwrap();
+            }
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.checkpoint(), cp);
