@@ -197,7 +197,7 @@ fn migrate_ids(db: &DB, dir: &Path) -> Result<()> {
          their own column family (once)",
         dir.display()
     );
-    let mut moved = 0u64;
+    let mut copied = 0u64;
     for prefix in [b'd', b'l'] {
         let mut batch = WriteBatch::default();
         for item in db.prefix_iterator([prefix]) {
@@ -206,16 +206,16 @@ fn migrate_ids(db: &DB, dir: &Path) -> Result<()> {
                 break;
             }
             batch.put_cf(ids, k, v);
-            moved += 1;
+            copied += 1;
             if batch.len() >= 100_000 {
                 db.write(std::mem::take(&mut batch))
                     .map_err(LedgerError::storage)?;
-                eprintln!("custody: {moved} index keys moved");
+                eprintln!("custody: {copied} index keys copied");
             }
         }
         db.write(batch).map_err(LedgerError::storage)?;
     }
-    eprintln!("custody: {moved} index keys copied");
+    eprintln!("custody: {copied} index keys copied");
     Ok(())
 }
 
@@ -420,20 +420,29 @@ impl Store {
         }
         for (l, hashes) in levels.iter_mut().enumerate() {
             let level = UPPER_LEVEL + l as u8;
-            let count = size >> level;
-            let mut k = hashes.len() as u64;
-            while k < count {
-                let chunk: Vec<u64> = (k..count.min(k + 4096))
-                    .map(|n| tlog_tiles::stored_hash_index(level, n))
-                    .collect();
-                hashes.extend(self.read_from_db(&chunk).map_err(|e| {
-                    LedgerError::corrupt(format!("reading tree level {level}: {e}"))
-                })?);
-                k += chunk.len() as u64;
-            }
+            let from = hashes.len() as u64;
+            hashes.extend(self.read_level(level, from, size >> level)?);
         }
         *self.upper.write().expect("upper lock") = levels;
         Ok(())
+    }
+
+    /// The stored hashes (level, from..to) as `h` holds them, in MultiGets of 4,096.
+    fn read_level(&self, level: u8, from: u64, to: u64) -> Result<Vec<Hash>> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        let mut k = from;
+        while k < to {
+            let chunk: Vec<u64> = (k..to.min(k + 4096))
+                .map(|n| tlog_tiles::stored_hash_index(level, n))
+                .collect();
+            out.extend(
+                self.read_from_db(&chunk).map_err(|e| {
+                    LedgerError::corrupt(format!("reading tree level {level}: {e}"))
+                })?,
+            );
+            k += chunk.len() as u64;
+        }
+        Ok(out)
     }
 
     /// The last step of the move to layout 2 (after [`migrate_ids`] and
@@ -834,21 +843,13 @@ impl Store {
         // Proofs and roots read levels >= 8 from their `u` copies: they must equal
         // the hashes in `h`.
         let upper = self.upper.read().expect("upper lock").clone();
-        for (l, hashes) in upper.iter().enumerate() {
+        for (l, copies) in upper.iter().enumerate() {
             let level = UPPER_LEVEL + l as u8;
-            for (chunk, start) in hashes.chunks(4096).zip((0u64..).step_by(4096)) {
-                let at: Vec<u64> = (start..start + chunk.len() as u64)
-                    .map(|n| tlog_tiles::stored_hash_index(level, n))
-                    .collect();
-                let stored = self.read_from_db(&at).map_err(|e| {
-                    LedgerError::corrupt(format!("reading tree level {level}: {e}"))
-                })?;
-                if let Some(k) = (0..chunk.len()).find(|&k| chunk[k] != stored[k]) {
-                    return Err(LedgerError::corrupt(format!(
-                        "the copy of tree hash (level {level}, {}) differs from the stored hash",
-                        start + k as u64
-                    )));
-                }
+            let stored = self.read_level(level, 0, copies.len() as u64)?;
+            if let Some(n) = (0..copies.len()).find(|&n| copies[n] != stored[n]) {
+                return Err(LedgerError::corrupt(format!(
+                    "the copy of tree hash (level {level}, {n}) differs from the stored hash"
+                )));
             }
         }
         progress(cp.size, cp.size);
