@@ -19,6 +19,7 @@
 //! bench competes with the node for those cores, which it reports (its own CPU time).
 
 use crate::client::Client;
+use crate::wire::{Conn, Target};
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use ledger::checkpoint::{CheckpointVerifier, SignedCheckpoint};
@@ -102,10 +103,11 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
             .to_owned(),
     };
     let log = CheckpointVerifier::new(&vkey)?;
+    let target = Target::new(&client.url(""), Duration::from_secs(120))?;
     let limit = measure_limit(args.limit_secs);
     let mut report = match args.proofs {
-        Some(q) => bench_proofs(client, &log, &args, q)?,
-        None => bench_appends(client, &log, &args, &limit)?,
+        Some(q) => bench_proofs(client, &target, &log, &args, q)?,
+        None => bench_appends(client, &target, &log, &args, &limit)?,
     };
     report.limit = limit;
     report.print(json);
@@ -233,8 +235,8 @@ fn scan_payload(run: &str, i: u64, claimed_at: &str) -> Vec<u8> {
 
 /// One request's worth of pre-serialised work, taken once by whichever thread gets it.
 struct Job {
-    /// The request body (appends) or URL (proofs).
-    body: Mutex<Option<Vec<u8>>>,
+    /// The whole HTTP request, taken when sent.
+    request: Mutex<Option<Vec<u8>>>,
     /// Position in the run.
     seq: u64,
     /// Event numbers `first..first + count` (appends) or the index asked (proofs).
@@ -244,6 +246,7 @@ struct Job {
 
 fn bench_appends(
     client: &Client,
+    target: &Target,
     log: &CheckpointVerifier,
     args: &Args,
     limit: &Limit,
@@ -318,6 +321,11 @@ fn bench_appends(
     let mut event_ids = Vec::with_capacity(n as usize);
     let mut jobs = Vec::new();
     let b = args.batch as u64;
+    let path = if b == 1 {
+        "/v1/events"
+    } else {
+        "/v1/events:batch"
+    };
     let mut body: Vec<u8> = Vec::new();
     for (i, (env, event_id)) in envelopes.into_iter().enumerate() {
         let i = i as u64;
@@ -328,7 +336,7 @@ fn bench_appends(
         event_ids.push(event_id);
         if b == 1 {
             jobs.push(Job {
-                body: Mutex::new(Some(bytes)),
+                request: Mutex::new(Some(target.request("POST", path, Some(&bytes)))),
                 seq: jobs.len() as u64,
                 first: i,
                 count: 1,
@@ -345,17 +353,18 @@ fn bench_appends(
             body.extend_from_slice(b"]}");
             let first = i - i % b;
             jobs.push(Job {
-                body: Mutex::new(Some(std::mem::take(&mut body))),
+                request: Mutex::new(Some(target.request("POST", path, Some(&body)))),
                 seq: jobs.len() as u64,
                 first,
                 count: i + 1 - first,
             });
+            body.clear();
         }
     }
     let bytes: usize = jobs
         .iter()
         .map(|j| {
-            j.body
+            j.request
                 .lock()
                 .map(|b| b.as_ref().map_or(0, Vec::len))
                 .unwrap_or(0)
@@ -369,31 +378,16 @@ fn bench_appends(
     );
 
     let before = checkpoint(client, log)?;
-    let path = if b == 1 {
-        "/v1/events"
-    } else {
-        "/v1/events:batch"
-    };
-    let url = client.url(path);
     let is_sample = |i: u64| sample_at.binary_search(&i).is_ok();
-    let mut drive = drive(args, &jobs, n, |w, job| {
-        let body = job.body.lock().ok().and_then(|mut b| b.take());
-        let Some(body) = body else { return };
+    let mut drive = drive(args, target, &jobs, n, |w, job| {
+        let request = job.request.lock().ok().and_then(|mut b| b.take());
+        let Some(request) = request else { return };
         let started = Instant::now();
-        let sent = w
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .and_then(|r| {
-                let status = r.status().as_u16();
-                r.bytes().map(|b| (status, b))
-            });
+        let sent = w.conn.send(&request);
         w.latencies.push(started.elapsed());
         let (status, bytes) = match sent {
             Ok(x) => x,
-            Err(e) => return w.fail(transport_code(&e), job.count),
+            Err(e) => return w.fail(e.code(), job.count),
         };
         let events = job.first..job.first + job.count;
         if b == 1 {
@@ -557,20 +551,16 @@ fn problem_code(status: u16, body: &[u8]) -> String {
         .unwrap_or_else(|| format!("http_{status}"))
 }
 
-fn transport_code(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "transport"
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Proofs.
 
-fn bench_proofs(client: &Client, log: &CheckpointVerifier, args: &Args, q: u64) -> Result<Report> {
+fn bench_proofs(
+    client: &Client,
+    target: &Target,
+    log: &CheckpointVerifier,
+    args: &Args,
+    q: u64,
+) -> Result<Report> {
     if q == 0 {
         bail!("--proofs must be at least 1");
     }
@@ -587,12 +577,9 @@ fn bench_proofs(client: &Client, log: &CheckpointVerifier, args: &Args, q: u64) 
             x ^= x << 25;
             x ^= x >> 27;
             let index = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % cp.size;
-            let url = client.url(&format!(
-                "/v1/proofs/inclusion?index={index}&tree_size={}",
-                cp.size
-            ));
+            let path = format!("/v1/proofs/inclusion?index={index}&tree_size={}", cp.size);
             Job {
-                body: Mutex::new(Some(url.into_bytes())),
+                request: Mutex::new(Some(target.request("GET", &path, None))),
                 seq,
                 first: index,
                 count: 1,
@@ -604,20 +591,15 @@ fn bench_proofs(client: &Client, log: &CheckpointVerifier, args: &Args, q: u64) 
         "{q} inclusion proof requests for random entries of the tree of size {}",
         cp.size
     );
-    let mut drive = drive(args, &jobs, q, |w, job| {
-        let url = job.body.lock().ok().and_then(|mut b| b.take());
-        let Some(url) = url.and_then(|u| String::from_utf8(u).ok()) else {
-            return;
-        };
+    let mut drive = drive(args, target, &jobs, q, |w, job| {
+        let request = job.request.lock().ok().and_then(|mut b| b.take());
+        let Some(request) = request else { return };
         let started = Instant::now();
-        let sent = w.http.get(&url).send().and_then(|r| {
-            let status = r.status().as_u16();
-            r.bytes().map(|b| (status, b))
-        });
+        let sent = w.conn.send(&request);
         w.latencies.push(started.elapsed());
         let (status, bytes) = match sent {
             Ok(x) => x,
-            Err(e) => return w.fail(transport_code(&e), 1),
+            Err(e) => return w.fail(e.code(), 1),
         };
         if status != 200 {
             return w.fail(&problem_code(status, &bytes), 1);
@@ -717,7 +699,7 @@ struct Sampled {
 
 /// One connection's thread and what it has seen.
 struct Worker<'a> {
-    http: reqwest::blocking::Client,
+    conn: Conn<'a>,
     done: &'a AtomicU64,
     failed: &'a AtomicU64,
     latencies: Vec<Duration>,
@@ -796,7 +778,7 @@ struct Drive {
     client_cpu_secs: Option<f64>,
 }
 
-fn drive<F>(args: &Args, jobs: &[Job], units: u64, work: F) -> Drive
+fn drive<F>(args: &Args, target: &Target, jobs: &[Job], units: u64, work: F) -> Drive
 where
     F: Fn(&mut Worker, &Job) + Sync,
 {
@@ -816,19 +798,15 @@ where
     let cpu0 = own_cpu_secs();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
-    // One client (one connection pool and I/O thread) shared by every thread: each
-    // thread keeps its own keep-alive connection busy, so there are C connections,
-    // and the bench spends less of the machine than with a client per thread.
-    let shared = http_client();
     let workers: Vec<Worker> = std::thread::scope(|s| {
         let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
         let hs: Vec<_> = (0..c)
             .map(|_| {
-                let http = shared.clone();
                 let (next, done, failed, sent, work) = (&next, &done, &failed, &sent, &work);
                 s.spawn(move || {
+                    // Each thread keeps its own keep-alive connection busy.
                     let mut w = Worker {
-                        http,
+                        conn: Conn::new(target),
                         done,
                         failed,
                         latencies: Vec::new(),
@@ -893,16 +871,6 @@ where
     d.latencies.sort_unstable();
     d.samples.sort_by_key(|s| s.event);
     d
-}
-
-fn http_client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(usize::MAX)
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
 }
 
 fn progress(

@@ -8,6 +8,7 @@ mod audit;
 mod bench;
 mod client;
 mod keys;
+mod wire;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};

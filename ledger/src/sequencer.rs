@@ -20,7 +20,7 @@ use crate::types::{CaseId, EventId, Index, KeyId};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 pub use crate::receipt::Receipt;
@@ -72,7 +72,7 @@ pub const LATENCY_BOUNDS_MS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0,
 pub const GROUP_BOUNDS: [u64; 7] = [1, 4, 16, 64, 256, 1024, 4096];
 
 pub struct Sequencer {
-    tx: Option<SyncSender<Job>>,
+    submitter: Submitter,
     thread: Option<JoinHandle<()>>,
     store: Arc<Store>,
     stats: Arc<Stats>,
@@ -101,7 +101,9 @@ impl Sequencer {
             .spawn(move || worker.run(rx))
             .expect("spawning the sequencer thread");
         Sequencer {
-            tx: Some(tx),
+            submitter: Submitter {
+                slot: Arc::new(RwLock::new(Some(tx))),
+            },
             thread: Some(thread),
             store,
             stats,
@@ -118,18 +120,13 @@ impl Sequencer {
     /// Queues opened envelopes (or the errors from opening them, so each keeps its
     /// place in the reply). Refuses with `Overloaded` when the queue is full.
     pub fn submit(&self, items: Vec<Result<Opened>>, reply: Reply) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| {
-            LedgerError::new(Code::Overloaded, "the log is shutting down")
-                .expected("retry on the restarted node")
-        })?;
-        tx.try_send(Job { items, reply }).map_err(|e| match e {
-            TrySendError::Full(_) => LedgerError::new(Code::Overloaded, "the append queue is full")
-                .expected("retry after a short wait (Retry-After)"),
-            TrySendError::Disconnected(_) => {
-                LedgerError::new(Code::Storage, "the sequencer stopped")
-                    .expected("restart the node; check its log for the cause")
-            }
-        })
+        self.submitter.submit(items, reply)
+    }
+
+    /// A handle that submits from any thread (a verifier thread handing over what it
+    /// just opened) until [`Sequencer::shutdown`] begins.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
     }
 
     /// Submits and waits (for tools and tests that are not async).
@@ -150,7 +147,11 @@ impl Sequencer {
 
     /// Stops taking work, finishes every queued group, and joins the thread.
     pub fn shutdown(&mut self) {
-        self.tx.take();
+        self.submitter
+            .slot
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -160,6 +161,50 @@ impl Sequencer {
 impl Drop for Sequencer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Submits to a sequencer from any thread. Every handle shares one slot, which
+/// shutdown empties: the sequencer's queue then closes once drained, however many
+/// handles are still held.
+#[derive(Clone)]
+pub struct Submitter {
+    slot: Arc<RwLock<Option<SyncSender<Job>>>>,
+}
+
+impl Submitter {
+    /// As [`Sequencer::submit`].
+    pub fn submit(&self, items: Vec<Result<Opened>>, reply: Reply) -> Result<()> {
+        self.try_submit(items, reply).map_err(|(e, _)| e)
+    }
+
+    /// As [`Sequencer::submit`], but a refusal hands the reply back, so the caller
+    /// can still answer through it.
+    pub fn try_submit(
+        &self,
+        items: Vec<Result<Opened>>,
+        reply: Reply,
+    ) -> std::result::Result<(), (LedgerError, Reply)> {
+        let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = slot.as_ref() else {
+            return Err((
+                LedgerError::new(Code::Overloaded, "the log is shutting down")
+                    .expected("retry on the restarted node"),
+                reply,
+            ));
+        };
+        tx.try_send(Job { items, reply }).map_err(|e| match e {
+            TrySendError::Full(job) => (
+                LedgerError::new(Code::Overloaded, "the append queue is full")
+                    .expected("retry after a short wait (Retry-After)"),
+                job.reply,
+            ),
+            TrySendError::Disconnected(job) => (
+                LedgerError::new(Code::Storage, "the sequencer stopped")
+                    .expected("restart the node; check its log for the cause"),
+                job.reply,
+            ),
+        })
     }
 }
 

@@ -52,6 +52,13 @@ fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
 fn ku(prefix: u8, n: u64) -> Vec<u8> {
     k(prefix, &n.to_be_bytes())
 }
+/// `ku(b'h', i)` without an allocation.
+fn hash_key(i: u64) -> [u8; 9] {
+    let mut key = [b'h'; 9];
+    key[1..].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
 /// `u` ‖ level ‖ n: the copy of stored hash (level, n), for levels ≥ [`UPPER_LEVEL`].
 fn upper_key(level: u8, n: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(10);
@@ -472,13 +479,19 @@ impl Store {
         Ok(())
     }
 
+    /// Stored hashes from `h`, in one batched MultiGet (RocksDB looks up keys that
+    /// share a block together, and pins values instead of copying them).
     fn read_from_db(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
-        let keys: Vec<Vec<u8>> = indexes.iter().map(|i| ku(b'h', *i)).collect();
+        let keys: Vec<[u8; 9]> = indexes.iter().map(|i| hash_key(*i)).collect();
+        let default = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("the default family is always open");
         self.db
-            .multi_get(keys)
+            .batched_multi_get_cf(default, &keys, false)
             .into_iter()
             .map(|r| match r {
-                Ok(Some(v)) => <[u8; 32]>::try_from(v.as_slice())
+                Ok(Some(v)) => <[u8; 32]>::try_from(&*v)
                     .map(Hash)
                     .map_err(|_| tlog_tiles::Error::MalformedHash),
                 _ => Err(tlog_tiles::Error::IndexesNotInTree),
@@ -531,6 +544,12 @@ impl Store {
     /// The latest signed checkpoint; every entry below its size is durable.
     pub fn checkpoint(&self) -> SignedCheckpoint {
         self.checkpoint.read().expect("checkpoint lock").clone()
+    }
+
+    /// The latest signed size and root, without copying the note.
+    pub fn head(&self) -> (TreeSize, RootHash) {
+        let cp = self.checkpoint.read().expect("checkpoint lock");
+        (cp.size, cp.root)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

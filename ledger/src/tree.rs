@@ -53,6 +53,56 @@ pub fn prove_inclusion<R: HashReader>(
     Ok(p.into_iter().map(RootHash::from).collect())
 }
 
+/// An inclusion proof and the stored leaf hash it proves, read from `r` together
+/// (one read of the store instead of two).
+pub fn prove_inclusion_with_leaf<R: HashReader>(
+    index: Index,
+    size: TreeSize,
+    r: &R,
+) -> Result<(LeafHash, Vec<RootHash>)> {
+    let leaf_at = tlog_tiles::stored_hash_index(0, index.min(MAX_TREE_SIZE));
+    let reader = AndLeaf {
+        r,
+        leaf_at,
+        leaf: std::cell::Cell::new(None),
+    };
+    let proof = prove_inclusion(index, size, &reader)?;
+    let leaf = match reader.leaf.get() {
+        Some(h) => h,
+        // A tree of one entry has an empty proof: nothing was read yet.
+        None => r
+            .read_hashes(&[leaf_at])
+            .map_err(storage)?
+            .pop()
+            .ok_or_else(|| storage(tlog_tiles::Error::IndexesNotInTree))?,
+    };
+    Ok((LeafHash::from(leaf), proof))
+}
+
+/// Adds the leaf's stored hash to the first read of a proof's hashes.
+struct AndLeaf<'r, R> {
+    r: &'r R,
+    leaf_at: u64,
+    leaf: std::cell::Cell<Option<Hash>>,
+}
+
+impl<R: HashReader> HashReader for AndLeaf<'_, R> {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
+        if self.leaf.get().is_some() {
+            return self.r.read_hashes(indexes);
+        }
+        let mut all = Vec::with_capacity(indexes.len() + 1);
+        all.extend_from_slice(indexes);
+        all.push(self.leaf_at);
+        let mut got = self.r.read_hashes(&all)?;
+        if got.len() != all.len() {
+            return Err(tlog_tiles::Error::IndexesNotInTree);
+        }
+        self.leaf.set(got.pop());
+        Ok(got)
+    }
+}
+
 /// Consistency proof (RFC 9162 §2.1.4) that the tree of `first` entries is a prefix of
 /// the tree of `second` entries.
 pub fn prove_consistency<R: HashReader>(
@@ -459,6 +509,24 @@ mod tests {
         assert!(l1.fits(256) && l1.fits(512) && !l1.fits(255));
         let far = TileRef::parse("0/x072/x057/x594/x037/x927/936").unwrap(); // 2^56 tiles in: overflows
         assert!(!far.fits(u64::MAX));
+    }
+
+    #[test]
+    fn a_proof_read_with_its_leaf_equals_the_two_read_apart() {
+        for n in [1u64, 2, 3, 255, 256, 257, 1000] {
+            let t = tree(n);
+            for i in [0, n / 2, n - 1] {
+                let (leaf, proof) = prove_inclusion_with_leaf(i, n, &t).unwrap();
+                assert_eq!(
+                    proof,
+                    prove_inclusion(i, n, &t).unwrap(),
+                    "size {n}, index {i}"
+                );
+                assert_eq!(leaf, leaf_hash(format!("entry {i}").as_bytes()));
+                assert!(verify_inclusion(&proof, n, t.root(), i, leaf).is_ok());
+            }
+        }
+        assert!(prove_inclusion_with_leaf(5, 5, &tree(5)).is_err());
     }
 
     #[test]

@@ -5,10 +5,11 @@
 
 use crate::body::{body_bytes, require_json, APPEND_CHARGE};
 use crate::problem::Problem;
+use crate::reply::{hex32, hex32_list, json_response};
 use crate::state::{blocking, Shared};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ledger::envelope::{self, Envelope, Opened};
 use ledger::receipt::Receipt;
 use ledger::{Code, LedgerError};
@@ -21,14 +22,6 @@ use serde_json::value::RawValue;
 /// carry some twenty thousand proof hashes, and building a `serde_json::Value` tree
 /// for them cost more than verifying their signatures.
 fn write_receipt(out: &mut Vec<u8>, r: &Receipt, duplicate: bool) {
-    fn hex32(out: &mut Vec<u8>, bytes: &[u8; 32]) {
-        let mut buf = [0u8; 64];
-        // Infallible: 64 = 2 × 32.
-        hex::encode_to_slice(bytes, &mut buf).expect("hex buffer fits");
-        out.push(b'"');
-        out.extend_from_slice(&buf);
-        out.push(b'"');
-    }
     // Infallible: writing strings into a Vec.
     let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("string");
     out.extend_from_slice(b"{\"checkpoint\":");
@@ -39,27 +32,13 @@ fn write_receipt(out: &mut Vec<u8>, r: &Receipt, duplicate: bool) {
         b",\"duplicate\":false,\"event_id\":"
     });
     hex32(out, &r.event_id.0);
-    out.extend_from_slice(b",\"inclusion_proof\":[");
-    for (i, h) in r.inclusion_proof.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        hex32(out, &h.0);
-    }
-    out.extend_from_slice(format!("],\"index\":{},\"leaf_hash\":", r.index).as_bytes());
+    out.extend_from_slice(b",\"inclusion_proof\":");
+    hex32_list(out, r.inclusion_proof.iter().map(|h| &h.0));
+    out.extend_from_slice(format!(",\"index\":{},\"leaf_hash\":", r.index).as_bytes());
     hex32(out, &r.leaf_hash.0);
     out.extend_from_slice(b",\"logged_at\":");
     string(out, &r.logged_at);
     out.extend_from_slice(format!(",\"tree_size\":{}}}", r.tree_size).as_bytes());
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 fn status_of(duplicate: bool) -> StatusCode {
@@ -94,14 +73,11 @@ pub async fn append_one(State(state): State<Shared>, req: Request) -> Result<Res
     .await
     .map_err(|p| refuse(&state, p))?;
     let env = Envelope::from_json(&bytes).map_err(|e| refuse(&state, e.into()))?;
-    let opened = state.open(env).await.map_err(|p| refuse(&state, p))?;
-    let outcome = state
-        .submit(vec![Ok(opened)])
+    let (receipt, duplicate) = state
+        .open_and_submit(env)
         .await
         .map_err(|p| refuse(&state, p))?
-        .pop()
-        .ok_or_else(|| Problem::internal("the sequencer answered no result"))?;
-    let (receipt, duplicate) = outcome.map_err(|e| refuse(&state, e.into()))?;
+        .map_err(|e| refuse(&state, e.into()))?;
     let mut body = Vec::with_capacity(1024);
     write_receipt(&mut body, &receipt, duplicate);
     let mut resp = json_response(status_of(duplicate), body);

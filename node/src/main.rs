@@ -19,6 +19,7 @@ mod metrics;
 mod observe;
 mod problem;
 mod read;
+mod reply;
 mod routes;
 mod state;
 mod tiles;

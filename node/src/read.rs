@@ -4,15 +4,16 @@
 
 use crate::body::{number, path_param};
 use crate::problem::Problem;
+use crate::reply::{hex32, hex32_list, json_response};
 use crate::state::{blocking, AppState, Shared};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ledger::cases::{self, CaseState, Rules};
 use ledger::entry::format_time;
-use ledger::types::{CaseId, LeafHash, TreeSize};
+use ledger::types::{CaseId, LeafHash, RootHash, TreeSize};
 use ledger::{tree, Code, LedgerError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -128,17 +129,16 @@ fn tree_size(field: &str, v: Option<&str>, size: TreeSize) -> Result<TreeSize, P
 pub async fn inclusion(
     State(s): State<Shared>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     inclusion_proof(&s, query(q)?)
 }
 
 /// Proofs run on the runtime thread: a proof is a few dozen microseconds of reads
 /// (the tree's upper levels are in memory), and a hand-off to the blocking pool cost
 /// more than the proof itself.
-fn inclusion_proof(s: &AppState, q: InclusionQuery) -> Result<Json<Value>, Problem> {
+fn inclusion_proof(s: &AppState, q: InclusionQuery) -> Result<Response, Problem> {
     let store = &*s.store;
-    let cp = store.checkpoint();
-    let size = cp.size;
+    let (size, latest_root) = store.head();
     let tree_size = tree_size("tree_size", q.tree_size.as_deref(), size)?;
     let index = match (&q.index, &q.leaf_hash) {
         (Some(i), None) => number("index", i)?,
@@ -160,23 +160,37 @@ fn inclusion_proof(s: &AppState, q: InclusionQuery) -> Result<Json<Value>, Probl
             ))
         }
     };
-    let proof = tree::prove_inclusion(index, tree_size, store)?;
+    let (leaf, proof) = tree::prove_inclusion_with_leaf(index, tree_size, store)?;
     // The latest root is signed already; only older sizes are recomputed.
-    let root = if tree_size == cp.size {
-        cp.root
+    let root = if tree_size == size {
+        latest_root
     } else {
         tree::root(tree_size, store)?
     };
-    let leaf = store.leaf_hash(index)?.ok_or_else(|| {
-        LedgerError::corrupt(format!("the leaf hash of entry {index} is missing"))
-    })?;
-    Ok(Json(json!({
-        "index": index,
-        "tree_size": tree_size,
-        "leaf_hash": leaf,
-        "root_hash": root,
-        "proof": proof,
-    })))
+    Ok(json_response(
+        StatusCode::OK,
+        inclusion_json(index, tree_size, &leaf, &root, &proof),
+    ))
+}
+
+/// The inclusion proof answer, keys in alphabetical order (as serde_json writes a
+/// `json!` object).
+fn inclusion_json(
+    index: u64,
+    tree_size: TreeSize,
+    leaf: &LeafHash,
+    root: &RootHash,
+    proof: &[RootHash],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + 67 * proof.len());
+    out.extend_from_slice(format!("{{\"index\":{index},\"leaf_hash\":").as_bytes());
+    hex32(&mut out, &leaf.0);
+    out.extend_from_slice(b",\"proof\":");
+    hex32_list(&mut out, proof.iter().map(|h| &h.0));
+    out.extend_from_slice(b",\"root_hash\":");
+    hex32(&mut out, &root.0);
+    out.extend_from_slice(format!(",\"tree_size\":{tree_size}}}").as_bytes());
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,4 +324,27 @@ fn timeline(c: &CaseState, rules: &Rules, tree_size: TreeSize) -> Value {
         "deadlines": deadlines,
         "tree_size": tree_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written proof answer is exactly what `json!` made of it.
+    #[test]
+    fn written_inclusion_answer_equals_serde_json() {
+        let leaf = LeafHash([7; 32]);
+        let root = RootHash([8; 32]);
+        for proof in [vec![], vec![RootHash([1; 32]), RootHash([2; 32])]] {
+            let want = json!({
+                "index": 41u64,
+                "tree_size": 1000u64,
+                "leaf_hash": leaf,
+                "root_hash": root,
+                "proof": proof,
+            });
+            let got = inclusion_json(41, 1000, &leaf, &root, &proof);
+            assert_eq!(String::from_utf8(got).unwrap(), want.to_string());
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! What every handler shares: the store, the sequencer, the verifier threads, the
 //! limits, the request-body budget and the metrics; plus the bridges from async
-//! handlers to the ledger's blocking world (`open`, `submit`, `blocking`).
+//! handlers to the ledger's blocking world (`open_and_submit`, `submit`, `blocking`).
 
 use crate::body::BodyBudget;
 use crate::config::Limits;
@@ -9,7 +9,7 @@ use crate::problem::Problem;
 use ledger::cases::Rules;
 use ledger::envelope::{Envelope, Opened};
 use ledger::receipt::Receipt;
-use ledger::sequencer::{Sequencer, Stats};
+use ledger::sequencer::{Reply, Sequencer, Stats, Submitter};
 use ledger::store::Store;
 use ledger::verifier::Verifier;
 use ledger::{Code, LedgerError};
@@ -60,24 +60,51 @@ impl AppState {
         }
     }
 
-    /// Checks an envelope's signature and parses its event on the verifier threads,
-    /// batched with other requests' envelopes. A full queue is answered at once with
-    /// `Overloaded`.
-    pub async fn open(&self, env: Envelope) -> Result<Opened, Problem> {
-        let (tx, rx) = oneshot::channel();
+    /// Appends one envelope with one hand-off: the verifier threads check its
+    /// signature (batched with other requests' envelopes) and pass it straight to
+    /// the sequencer, whose reply is the only thing this task waits for. A full
+    /// queue, of either, is answered at once with `Overloaded`.
+    pub async fn open_and_submit(&self, env: Envelope) -> Result<Outcome, Problem> {
+        let submitter = self.submitter()?;
+        let (tx, rx) = oneshot::channel::<Outcome>();
         self.verifier.submit(
             vec![env],
-            Box::new(move |r| {
-                let _ = tx.send(r);
+            Box::new(move |mut verdicts| {
+                // On a verifier thread: never block here.
+                let answer = move |o: Outcome| {
+                    // The requester may have gone; a retry gets the same receipt.
+                    let _ = tx.send(o);
+                };
+                match verdicts.pop() {
+                    Some(Ok(opened)) => {
+                        let reply: Reply = Box::new(move |mut r| {
+                            answer(r.pop().unwrap_or_else(|| {
+                                Err(LedgerError::new(
+                                    Code::Storage,
+                                    "the sequencer answered no result",
+                                ))
+                            }))
+                        });
+                        if let Err((e, reply)) = submitter.try_submit(vec![Ok(opened)], reply) {
+                            reply(vec![Err(e)]);
+                        }
+                    }
+                    Some(Err(e)) => answer(Err(e)),
+                    None => answer(Err(LedgerError::new(
+                        Code::Storage,
+                        "the verifier answered no verdict",
+                    ))),
+                }
             }),
         )?;
-        let mut verdicts = rx.await.map_err(|_| {
-            Problem::internal("the verifier threads stopped before answering; check the node's log")
-        })?;
-        verdicts
-            .pop()
-            .ok_or_else(|| Problem::internal("the verifier answered no verdict"))?
-            .map_err(Problem::from)
+        rx.await.map_err(|_| {
+            Problem::internal("the node stopped before answering; check the node's log")
+        })
+    }
+
+    fn submitter(&self) -> Result<Submitter, Problem> {
+        let guard = self.sequencer.read().unwrap_or_else(|e| e.into_inner());
+        Ok(guard.as_ref().ok_or_else(shutting_down)?.submitter())
     }
 
     /// Hands items to the sequencer and waits for their outcomes without blocking a
@@ -89,12 +116,7 @@ impl AppState {
         let (tx, rx) = oneshot::channel();
         {
             let guard = self.sequencer.read().unwrap_or_else(|e| e.into_inner());
-            let seq = guard.as_ref().ok_or_else(|| {
-                Problem::from(
-                    LedgerError::new(Code::Overloaded, "the node is shutting down")
-                        .expected("retry once the node is back (Retry-After)"),
-                )
-            })?;
+            let seq = guard.as_ref().ok_or_else(shutting_down)?;
             seq.submit(
                 items,
                 Box::new(move |r| {
@@ -116,6 +138,13 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
+}
+
+fn shutting_down() -> Problem {
+    Problem::from(
+        LedgerError::new(Code::Overloaded, "the node is shutting down")
+            .expected("retry once the node is back (Retry-After)"),
+    )
 }
 
 /// Runs blocking ledger work (RocksDB reads, signature checks) off the runtime threads.

@@ -287,6 +287,72 @@ fn a_full_queue_is_answered_503_with_retry_after() {
     );
 }
 
+/// Single events take one hand-off (verifier threads straight to the sequencer):
+/// when either queue is full the request is still answered 503 + Retry-After, and
+/// every event answered 201 is in the log, and no other.
+#[test]
+fn single_events_at_a_full_queue_are_answered_503_and_nothing_acknowledged_is_lost() {
+    let node = std::sync::Arc::new(Node::start_with(&["--queue", "1", "--max-group", "4"]));
+    node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
+    let start = node.size();
+    let handles: Vec<_> = (0..32)
+        .map(|t| {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|i| {
+                        let a = node
+                            .post_json("/v1/events", &sign(&key(2), &scan(&format!("S{t}-{i}"))));
+                        (
+                            a.status,
+                            a.header("retry-after").map(str::to_owned),
+                            a.json(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let overloaded: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    eprintln!(
+        "{} of {} single events were told to retry",
+        overloaded.len(),
+        answers.len()
+    );
+    assert!(
+        !overloaded.is_empty(),
+        "a queue of 1 under 32 concurrent clients must overflow"
+    );
+    for (_, retry, body) in &overloaded {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(code(body), "overloaded");
+    }
+    let receipts: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == 201)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert_eq!(
+        receipts.len() + overloaded.len(),
+        answers.len(),
+        "only 201 or 503"
+    );
+    assert_eq!(
+        node.size(),
+        start + receipts.len() as u64,
+        "refused events left no trace"
+    );
+    for r in receipts {
+        let index = r["index"].as_u64().unwrap();
+        let entry = node.get(&format!("/v1/entries/{index}"));
+        assert_eq!(entry.status, 200, "acknowledged entry {index} is served");
+    }
+}
+
 #[test]
 fn sigterm_stops_the_node_cleanly_with_exit_0() {
     let mut node = Node::start();

@@ -1,0 +1,395 @@
+//! The bench's wire: one plain HTTP/1.1 keep-alive connection per bench thread,
+//! written and read on that thread.
+//!
+//! The bench shares the machine with the node it measures, so what it spends per
+//! request is taken from the node. A general client (reqwest's blocking one) hands
+//! every request to its own I/O thread and back, two thread switches per request;
+//! here a request is one `write` of bytes prepared before the clock starts and the
+//! reads of its answer, on the thread that waits for it. Only what the bench needs
+//! is spoken: `http://` URLs, answers framed by `Content-Length`, chunked, or the
+//! end of the connection.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Longest status line or header line accepted from the node.
+const MAX_LINE: usize = 16 * 1024;
+/// Most header lines accepted in one answer.
+const MAX_HEADERS: usize = 100;
+
+/// Where the bench sends its requests.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The `Host` header: `host[:port]` as given.
+    host: String,
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Target {
+    /// From a node's base URL, e.g. `http://127.0.0.1:7878`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Target> {
+        let Some(rest) = base.strip_prefix("http://") else {
+            bail!(
+                "custody bench speaks plain HTTP to the node it measures; {base:?} is not an \
+                 http:// URL (expected e.g. http://127.0.0.1:7878)"
+            );
+        };
+        let host = rest.split('/').next().unwrap_or_default().to_owned();
+        if host.is_empty() {
+            bail!("the node URL {base:?} names no host (expected e.g. http://127.0.0.1:7878)");
+        }
+        let with_port = if host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+            host.clone()
+        } else {
+            format!("{host}:80")
+        };
+        let addrs: Vec<SocketAddr> = with_port
+            .to_socket_addrs()
+            .with_context(|| format!("resolving the node's address {with_port}"))?
+            .collect();
+        if addrs.is_empty() {
+            bail!("the node's address {with_port} resolves to nothing");
+        }
+        Ok(Target {
+            host,
+            addrs,
+            timeout,
+        })
+    }
+
+    /// The bytes of a whole request, for sending later as they are.
+    pub fn request(&self, method: &str, path: &str, json_body: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + json_body.map_or(0, <[u8]>::len));
+        out.extend_from_slice(
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).as_bytes(),
+        );
+        if let Some(body) = json_body {
+            out.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(body);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+}
+
+/// What went wrong on the wire, as the bench counts it.
+#[derive(Debug)]
+pub enum WireError {
+    Connect(std::io::Error),
+    Timeout,
+    /// The connection broke, or the answer was not HTTP/1.1 as expected.
+    Transport(String),
+}
+
+impl WireError {
+    /// The name the bench counts this error under.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WireError::Connect(_) => "connect",
+            WireError::Timeout => "timeout",
+            WireError::Transport(_) => "transport",
+        }
+    }
+
+    fn io(e: std::io::Error) -> WireError {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => WireError::Timeout,
+            _ => WireError::Transport(e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Connect(e) => write!(f, "cannot connect to the node: {e}"),
+            WireError::Timeout => write!(f, "the node did not answer in time"),
+            WireError::Transport(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// One keep-alive connection, opened on first use and again after it closes.
+pub struct Conn<'t> {
+    target: &'t Target,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl<'t> Conn<'t> {
+    pub fn new(target: &'t Target) -> Conn<'t> {
+        Conn {
+            target,
+            stream: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<&mut BufReader<TcpStream>, WireError> {
+        if self.stream.is_none() {
+            let t = self.target;
+            let s = TcpStream::connect(&t.addrs[..]).map_err(WireError::Connect)?;
+            let _ = s.set_nodelay(true);
+            s.set_read_timeout(Some(t.timeout))
+                .and_then(|_| s.set_write_timeout(Some(t.timeout)))
+                .map_err(WireError::Connect)?;
+            self.stream = Some(BufReader::with_capacity(64 * 1024, s));
+        }
+        // Infallible: set just above if it was empty.
+        Ok(self.stream.as_mut().expect("connected"))
+    }
+
+    /// Sends a request made by [`Target::request`] and reads its answer: the status
+    /// and the body. A kept-alive connection that the node had closed before this
+    /// request is opened again once, and the request sent again.
+    pub fn send(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), WireError> {
+        let reused = self.stream.is_some();
+        match self.exchange(request) {
+            Err(Attempt::NothingBack(_)) if reused => {
+                self.stream = None;
+                self.exchange(request).map_err(Attempt::into_error)
+            }
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    fn exchange(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), Attempt> {
+        let stream = self.connect().map_err(Attempt::Failed)?;
+        if let Err(e) = stream.get_mut().write_all(request) {
+            self.stream = None;
+            return Err(Attempt::NothingBack(WireError::io(e)));
+        }
+        match read_answer(stream) {
+            Ok((status, body, keep)) => {
+                if !keep {
+                    self.stream = None;
+                }
+                Ok((status, body))
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How far one exchange got before failing.
+enum Attempt {
+    /// Not one byte of an answer came back (a closed keep-alive connection).
+    NothingBack(WireError),
+    Failed(WireError),
+}
+
+impl Attempt {
+    fn into_error(self) -> WireError {
+        match self {
+            Attempt::NothingBack(e) | Attempt::Failed(e) => e,
+        }
+    }
+}
+
+fn broken(what: impl Into<String>) -> Attempt {
+    Attempt::Failed(WireError::Transport(what.into()))
+}
+
+/// Reads one line ending in CRLF (or LF), without it.
+fn line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.clear();
+    let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', buf)?;
+    if n > 0 && buf.last() != Some(&b'\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a line of the answer is longer than {MAX_LINE} bytes or cut short"),
+        ));
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    Ok(n)
+}
+
+/// Reads a status line, headers and body; says whether the connection stays open.
+fn read_answer(r: &mut impl BufRead) -> Result<(u16, Vec<u8>, bool), Attempt> {
+    let mut buf = Vec::new();
+    match line(r, &mut buf) {
+        Ok(0) => {
+            return Err(Attempt::NothingBack(WireError::Transport(
+                "the node closed the connection without answering".into(),
+            )))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Attempt::NothingBack(WireError::io(e))),
+    }
+    let status_line = String::from_utf8_lossy(&buf).into_owned();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status: u16 = match (version.starts_with("HTTP/1."), parts.next().map(str::parse)) {
+        (true, Some(Ok(s))) => s,
+        _ => {
+            return Err(broken(format!(
+                "not an HTTP/1.x status line: {status_line:?}"
+            )))
+        }
+    };
+    let mut keep = version == "HTTP/1.1";
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for _ in 0..=MAX_HEADERS {
+        if line(r, &mut buf).map_err(|e| Attempt::Failed(WireError::io(e)))? == 0 {
+            return Err(broken(
+                "the node closed the connection in the middle of an answer",
+            ));
+        }
+        if buf.is_empty() {
+            let body = if chunked {
+                read_chunked(r, &mut buf)?
+            } else if let Some(n) = length {
+                let mut body = vec![0; n];
+                r.read_exact(&mut body)
+                    .map_err(|e| Attempt::Failed(WireError::io(e)))?;
+                body
+            } else if status == 204 || status == 304 || (100..200).contains(&status) {
+                Vec::new()
+            } else {
+                keep = false;
+                let mut body = Vec::new();
+                r.read_to_end(&mut body)
+                    .map_err(|e| Attempt::Failed(WireError::io(e)))?;
+                body
+            };
+            return Ok((status, body, keep));
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(broken(format!("not a header line: {text:?}")));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse()
+                    .map_err(|_| broken(format!("Content-Length {value:?} is not a number")))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().ends_with("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            if value.eq_ignore_ascii_case("close") {
+                keep = false;
+            } else if value.eq_ignore_ascii_case("keep-alive") {
+                keep = true;
+            }
+        }
+    }
+    Err(broken(format!(
+        "the answer has more than {MAX_HEADERS} header lines"
+    )))
+}
+
+fn read_chunked(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Vec<u8>, Attempt> {
+    let io = |e: std::io::Error| Attempt::Failed(WireError::io(e));
+    let mut body = Vec::new();
+    loop {
+        line(r, buf).map_err(io)?;
+        let text = String::from_utf8_lossy(buf);
+        let size = text.split(';').next().unwrap_or_default().trim();
+        let n = usize::from_str_radix(size, 16)
+            .map_err(|_| broken(format!("not a chunk size: {text:?}")))?;
+        if n == 0 {
+            // Trailer lines, up to the empty line.
+            while line(r, buf).map_err(io)? > 0 && !buf.is_empty() {}
+            return Ok(body);
+        }
+        let at = body.len();
+        body.resize(at + n, 0);
+        r.read_exact(&mut body[at..]).map_err(io)?;
+        line(r, buf).map_err(io)?;
+        if !buf.is_empty() {
+            return Err(broken("a chunk is longer than its size says"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn answer(raw: &str) -> Result<(u16, Vec<u8>, bool), String> {
+        read_answer(&mut Cursor::new(raw.as_bytes().to_vec()))
+            .map_err(|e| e.into_error().to_string())
+    }
+
+    #[test]
+    fn answers_are_framed_by_length_chunks_or_close() {
+        let (s, b, keep) =
+            answer("HTTP/1.1 201 Created\r\ncontent-length: 5\r\nx: y\r\n\r\nhelloNEXT").unwrap();
+        assert_eq!((s, b.as_slice(), keep), (201, &b"hello"[..], true));
+        let (s, b, keep) = answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_slice(), keep), (200, &b"abcde"[..], true));
+        let (s, b, keep) = answer("HTTP/1.0 503 Busy\r\n\r\nuntil the end").unwrap();
+        assert_eq!((s, b.as_slice(), keep), (503, &b"until the end"[..], false));
+        let (_, _, keep) =
+            answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!keep);
+    }
+
+    #[test]
+    fn broken_answers_are_named() {
+        assert!(answer("").unwrap_err().contains("without answering"));
+        assert!(answer("SMTP 220 hello\r\n\r\n")
+            .unwrap_err()
+            .contains("status line"));
+        assert!(answer("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+            .unwrap_err()
+            .contains("Content-Length"));
+        assert!(answer("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
+        assert!(answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n"
+        )
+        .unwrap_err()
+        .contains("chunk"));
+    }
+
+    #[test]
+    fn a_closed_keep_alive_connection_is_opened_again() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Answers one request per connection, then closes it without saying so.
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut buf = Vec::new();
+                while line(&mut r, &mut buf).unwrap() > 0 && !buf.is_empty() {}
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+            }
+        });
+        let t = Target::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5)).unwrap();
+        let req = t.request("GET", "/healthz", None);
+        assert!(
+            String::from_utf8_lossy(&req).starts_with("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:")
+        );
+        let mut c = Conn::new(&t);
+        assert_eq!(c.send(&req).unwrap(), (200, b"ok".to_vec()));
+        assert_eq!(c.send(&req).unwrap(), (200, b"ok".to_vec()));
+        server.join().unwrap();
+        assert!(Target::new("https://example.org", Duration::from_secs(1))
+            .unwrap_err()
+            .to_string()
+            .contains("plain HTTP"));
+    }
+}
