@@ -18,12 +18,16 @@ use std::time::Duration;
 const MAX_LINE: usize = 16 * 1024;
 /// Most header lines accepted in one answer.
 const MAX_HEADERS: usize = 100;
+/// Largest answer body accepted (a batch of 10,000 receipts is ~18 MB).
+const MAX_BODY: usize = 256 << 20;
 
 /// Where the bench sends its requests.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The `Host` header: `host[:port]` as given.
     host: String,
+    /// The base URL's path (e.g. `/custody` behind a proxy), put before every path.
+    prefix: String,
     addrs: Vec<SocketAddr>,
     timeout: Duration,
 }
@@ -37,7 +41,13 @@ impl Target {
                  http:// URL (expected e.g. http://127.0.0.1:7878)"
             );
         };
-        let host = rest.split('/').next().unwrap_or_default().to_owned();
+        let (host, prefix) = match rest.find('/') {
+            Some(i) => (
+                rest[..i].to_owned(),
+                rest[i..].trim_end_matches('/').to_owned(),
+            ),
+            None => (rest.to_owned(), String::new()),
+        };
         if host.is_empty() {
             bail!("the node URL {base:?} names no host (expected e.g. http://127.0.0.1:7878)");
         }
@@ -55,6 +65,7 @@ impl Target {
         }
         Ok(Target {
             host,
+            prefix,
             addrs,
             timeout,
         })
@@ -64,7 +75,11 @@ impl Target {
     pub fn request(&self, method: &str, path: &str, json_body: Option<&[u8]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + json_body.map_or(0, <[u8]>::len));
         out.extend_from_slice(
-            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).as_bytes(),
+            format!(
+                "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n",
+                self.prefix, self.host
+            )
+            .as_bytes(),
         );
         if let Some(body) = json_body {
             out.extend_from_slice(
@@ -165,7 +180,12 @@ impl<'t> Conn<'t> {
         let stream = self.connect().map_err(Attempt::Failed)?;
         if let Err(e) = stream.get_mut().write_all(request) {
             self.stream = None;
-            return Err(Attempt::NothingBack(WireError::io(e)));
+            // A request not fully written cannot have been taken.
+            return Err(if closed(&e) {
+                Attempt::NothingBack(WireError::io(e))
+            } else {
+                Attempt::Failed(WireError::io(e))
+            });
         }
         match read_answer(stream) {
             Ok((status, body, keep)) => {
@@ -184,9 +204,21 @@ impl<'t> Conn<'t> {
 
 /// How far one exchange got before failing.
 enum Attempt {
-    /// Not one byte of an answer came back (a closed keep-alive connection).
+    /// The connection was found closed before one byte of an answer came back (a
+    /// kept-alive connection the node had closed): the request was not taken.
     NothingBack(WireError),
+    /// Anything else, a timeout included: the node may have taken the request, so
+    /// it is not sent again (an append sent twice would come back a duplicate).
     Failed(WireError),
+}
+
+/// Whether an I/O error says the connection was already closed.
+fn closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 impl Attempt {
@@ -217,76 +249,113 @@ fn line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Reads a status line, headers and body; says whether the connection stays open.
+/// Reads a status line, headers and body (past any interim 1xx answer); says
+/// whether the connection stays open.
 fn read_answer(r: &mut impl BufRead) -> Result<(u16, Vec<u8>, bool), Attempt> {
     let mut buf = Vec::new();
-    match line(r, &mut buf) {
-        Ok(0) => {
-            return Err(Attempt::NothingBack(WireError::Transport(
-                "the node closed the connection without answering".into(),
-            )))
+    let mut first = true;
+    loop {
+        let status_line = match line(r, &mut buf) {
+            Ok(0) if first => {
+                return Err(Attempt::NothingBack(WireError::Transport(
+                    "the node closed the connection without answering".into(),
+                )))
+            }
+            Ok(0) => {
+                return Err(broken(
+                    "the node closed the connection after an interim answer",
+                ))
+            }
+            Ok(_) => String::from_utf8_lossy(&buf).into_owned(),
+            Err(e) if first && buf.is_empty() && closed(&e) => {
+                return Err(Attempt::NothingBack(WireError::io(e)))
+            }
+            Err(e) => return Err(Attempt::Failed(WireError::io(e))),
+        };
+        first = false;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let status: u16 = match (version.starts_with("HTTP/1."), parts.next().map(str::parse)) {
+            (true, Some(Ok(s))) => s,
+            _ => {
+                return Err(broken(format!(
+                    "not an HTTP/1.x status line: {status_line:?}"
+                )))
+            }
+        };
+        let head = read_head(r, &mut buf)?;
+        if (100..200).contains(&status) && status != 101 {
+            continue;
         }
-        Ok(_) => {}
-        Err(e) => return Err(Attempt::NothingBack(WireError::io(e))),
+        let mut keep = (version == "HTTP/1.1" && !head.close) || head.keep_alive;
+        let body = if head.chunked {
+            read_chunked(r, &mut buf)?
+        } else if let Some(n) = head.length {
+            if n > MAX_BODY {
+                return Err(broken(format!(
+                    "the answer's body of {n} bytes is over {MAX_BODY}"
+                )));
+            }
+            let mut body = vec![0; n];
+            r.read_exact(&mut body)
+                .map_err(|e| Attempt::Failed(WireError::io(e)))?;
+            body
+        } else if matches!(status, 101 | 204 | 304) {
+            Vec::new()
+        } else {
+            keep = false;
+            let mut body = Vec::new();
+            r.take(MAX_BODY as u64 + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| Attempt::Failed(WireError::io(e)))?;
+            if body.len() > MAX_BODY {
+                return Err(broken(format!(
+                    "the answer's body is over {MAX_BODY} bytes"
+                )));
+            }
+            body
+        };
+        return Ok((status, body, keep));
     }
-    let status_line = String::from_utf8_lossy(&buf).into_owned();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status: u16 = match (version.starts_with("HTTP/1."), parts.next().map(str::parse)) {
-        (true, Some(Ok(s))) => s,
-        _ => {
-            return Err(broken(format!(
-                "not an HTTP/1.x status line: {status_line:?}"
-            )))
-        }
-    };
-    let mut keep = version == "HTTP/1.1";
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
+}
+
+/// What the bench needs of an answer's header lines.
+#[derive(Default)]
+struct Head {
+    length: Option<usize>,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+/// Reads header lines up to the empty line that ends them.
+fn read_head(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Head, Attempt> {
+    let mut head = Head::default();
     for _ in 0..=MAX_HEADERS {
-        if line(r, &mut buf).map_err(|e| Attempt::Failed(WireError::io(e)))? == 0 {
+        if line(r, buf).map_err(|e| Attempt::Failed(WireError::io(e)))? == 0 {
             return Err(broken(
                 "the node closed the connection in the middle of an answer",
             ));
         }
         if buf.is_empty() {
-            let body = if chunked {
-                read_chunked(r, &mut buf)?
-            } else if let Some(n) = length {
-                let mut body = vec![0; n];
-                r.read_exact(&mut body)
-                    .map_err(|e| Attempt::Failed(WireError::io(e)))?;
-                body
-            } else if status == 204 || status == 304 || (100..200).contains(&status) {
-                Vec::new()
-            } else {
-                keep = false;
-                let mut body = Vec::new();
-                r.read_to_end(&mut body)
-                    .map_err(|e| Attempt::Failed(WireError::io(e)))?;
-                body
-            };
-            return Ok((status, body, keep));
+            return Ok(head);
         }
-        let text = String::from_utf8_lossy(&buf);
+        let text = String::from_utf8_lossy(buf);
         let Some((name, value)) = text.split_once(':') else {
             return Err(broken(format!("not a header line: {text:?}")));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
+            head.length = Some(
                 value
                     .parse()
                     .map_err(|_| broken(format!("Content-Length {value:?} is not a number")))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().ends_with("chunked");
+            head.chunked = value.to_ascii_lowercase().ends_with("chunked");
         } else if name.eq_ignore_ascii_case("connection") {
-            if value.eq_ignore_ascii_case("close") {
-                keep = false;
-            } else if value.eq_ignore_ascii_case("keep-alive") {
-                keep = true;
-            }
+            head.close |= value.eq_ignore_ascii_case("close");
+            head.keep_alive |= value.eq_ignore_ascii_case("keep-alive");
         }
     }
     Err(broken(format!(
@@ -296,22 +365,40 @@ fn read_answer(r: &mut impl BufRead) -> Result<(u16, Vec<u8>, bool), Attempt> {
 
 fn read_chunked(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Vec<u8>, Attempt> {
     let io = |e: std::io::Error| Attempt::Failed(WireError::io(e));
+    let cut = || broken("the node closed the connection in the middle of a chunked answer");
     let mut body = Vec::new();
     loop {
-        line(r, buf).map_err(io)?;
+        if line(r, buf).map_err(io)? == 0 {
+            return Err(cut());
+        }
         let text = String::from_utf8_lossy(buf);
         let size = text.split(';').next().unwrap_or_default().trim();
         let n = usize::from_str_radix(size, 16)
             .map_err(|_| broken(format!("not a chunk size: {text:?}")))?;
         if n == 0 {
             // Trailer lines, up to the empty line.
-            while line(r, buf).map_err(io)? > 0 && !buf.is_empty() {}
-            return Ok(body);
+            loop {
+                if line(r, buf).map_err(io)? == 0 {
+                    return Err(cut());
+                }
+                if buf.is_empty() {
+                    return Ok(body);
+                }
+            }
         }
         let at = body.len();
-        body.resize(at + n, 0);
+        match at.checked_add(n) {
+            Some(end) if end <= MAX_BODY => body.resize(end, 0),
+            _ => {
+                return Err(broken(format!(
+                    "the answer's body is over {MAX_BODY} bytes"
+                )))
+            }
+        }
         r.read_exact(&mut body[at..]).map_err(io)?;
-        line(r, buf).map_err(io)?;
+        if line(r, buf).map_err(io)? == 0 {
+            return Err(cut());
+        }
         if !buf.is_empty() {
             return Err(broken("a chunk is longer than its size says"));
         }
@@ -363,6 +450,83 @@ mod tests {
     }
 
     #[test]
+    fn interim_answers_are_skipped_and_sizes_are_capped() {
+        let (s, b, _) = answer(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_slice()), (201, &b"ok"[..]));
+        assert!(
+            answer("HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n")
+                .unwrap_err()
+                .contains("over")
+        );
+        assert!(answer(&format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            usize::MAX
+        ))
+        .unwrap_err()
+        .contains("over"));
+        assert!(
+            answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
+                .unwrap_err()
+                .contains("middle of a chunked answer")
+        );
+    }
+
+    /// Only a connection found closed before any answer is tried again: a timeout,
+    /// or an answer cut short, may mean the node took the request.
+    #[test]
+    fn a_request_the_node_may_have_taken_is_not_sent_again() {
+        use std::net::TcpListener;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        // Two kept-alive connections: on each the first request is answered; then
+        // the first connection's second request gets no answer until the client has
+        // timed out, the second's gets half a status line before the close.
+        let server = std::thread::spawn(move || {
+            for conn in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut buf = Vec::new();
+                for request in 0..2 {
+                    while line(&mut r, &mut buf).unwrap() > 0 && !buf.is_empty() {}
+                    let mut body = [0u8; 2];
+                    r.read_exact(&mut body).unwrap();
+                    counted.fetch_add(1, SeqCst);
+                    match (conn, request) {
+                        (_, 0) => s
+                            .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                            .unwrap(),
+                        (0, _) => std::thread::sleep(Duration::from_millis(1300)),
+                        _ => s.write_all(b"HTTP/1.1 20").unwrap(),
+                    }
+                }
+            }
+            // Nothing was sent again on a third connection.
+            listener.set_nonblocking(true).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(listener.accept().is_err(), "a request was sent again");
+        });
+        let t = Target::new(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_millis(1000),
+        )
+        .unwrap();
+        let req = t.request("POST", "/v1/events", Some(b"{}"));
+        let mut c = Conn::new(&t);
+        assert_eq!(c.send(&req).unwrap().0, 201);
+        assert_eq!(c.send(&req).unwrap_err().code(), "timeout");
+        assert_eq!(c.send(&req).unwrap().0, 201);
+        assert_eq!(c.send(&req).unwrap_err().code(), "transport");
+        server.join().unwrap();
+        assert_eq!(seen.load(SeqCst), 4, "each request sent once");
+    }
+
+    #[test]
     fn a_closed_keep_alive_connection_is_opened_again() {
         use std::net::TcpListener;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -387,6 +551,15 @@ mod tests {
         assert_eq!(c.send(&req).unwrap(), (200, b"ok".to_vec()));
         assert_eq!(c.send(&req).unwrap(), (200, b"ok".to_vec()));
         server.join().unwrap();
+        let behind = Target::new(
+            &format!("http://127.0.0.1:{port}/custody/"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8_lossy(&behind.request("GET", "/checkpoint", None))
+                .starts_with("GET /custody/checkpoint HTTP/1.1\r\n")
+        );
         assert!(Target::new("https://example.org", Duration::from_secs(1))
             .unwrap_err()
             .to_string()

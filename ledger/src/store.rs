@@ -38,10 +38,15 @@ const META_SIZE: &[u8] = b"m";
 const META_LAYOUT: &[u8] = b"v";
 /// The column family of the random-key indexes `d` and `l`.
 const IDS: &str = "ids";
-/// The key layout this code writes: 2 = the `ids` column family and `u` keys.
-/// Layout 1 (every key in the default family, no `u` or `v` key) is migrated when
-/// opened; an older release cannot open the store afterwards.
-const LAYOUT: u64 = 2;
+/// The column family of the entries (`e` keys), written in index order.
+const ENTRIES: &str = "entries";
+/// The column family of the stored tree hashes (`h` keys), written in index order.
+const HASHES: &str = "hashes";
+/// The key layout this code writes: 3 = entries, tree hashes and the indexes each in
+/// a column family of their own, and `u` keys. Layout 2 (entries and hashes in the
+/// default family) and layout 1 (every key in the default family, no `u` or `v`
+/// key) are migrated when opened; an older release cannot open the store afterwards.
+const LAYOUT: u64 = 3;
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + id.len());
@@ -149,7 +154,7 @@ fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     // cache, what RocksDB holds in memory is bounded whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
     // gain in appends or proofs: random proofs miss any cache of this size.)
-    o.set_write_buffer_size(16 << 20);
+    o.set_write_buffer_size(4 << 20);
     o.set_max_write_buffer_number(2);
     // The `ids` family: 32-byte random keys, and most lookups miss (the
     // de-duplication check of every new event): a Bloom filter answers those without
@@ -165,9 +170,25 @@ fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     ids.set_block_based_table_factory(&t);
     ids.set_write_buffer_size(8 << 20);
     ids.set_max_write_buffer_number(2);
+    // Entries and tree hashes: keys that only ever arrive in increasing order, each
+    // in a family of its own, so a flushed file overlaps no older one and moves down
+    // the levels without being rewritten.
+    let in_order = |memtable: usize| {
+        let mut f = Options::default();
+        f.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut t = BlockBasedOptions::default();
+        t.set_block_size(4 << 10);
+        t.set_block_cache(&cache);
+        f.set_block_based_table_factory(&t);
+        f.set_write_buffer_size(memtable);
+        f.set_max_write_buffer_number(2);
+        f
+    };
     let families = vec![
         ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, o.clone()),
         ColumnFamilyDescriptor::new(IDS, ids),
+        ColumnFamilyDescriptor::new(ENTRIES, in_order(16 << 20)),
+        ColumnFamilyDescriptor::new(HASHES, in_order(8 << 20)),
     ];
     (o, families)
 }
@@ -190,39 +211,42 @@ fn synced() -> WriteOptions {
     w
 }
 
-/// Copies the `d` and `l` keys of a layout-1 store (every key in the default family,
-/// no `u` keys) into the `ids` family, in unsynced batches; [`Store::finish_migration`]
-/// then removes the originals and records layout 2 in one synced batch, so a crash
-/// part-way leaves layout 1 intact and the next open copies again (the same keys to
-/// the same values).
-fn migrate_ids(db: &DB, dir: &Path) -> Result<()> {
-    let ids = db
-        .cf_handle(IDS)
-        .expect("the ids family is opened with the store");
-    eprintln!(
-        "custody: {} uses key layout 1; moving its de-duplication and leaf indexes into \
-         their own column family (once)",
-        dir.display()
-    );
-    let mut copied = 0u64;
-    for prefix in [b'd', b'l'] {
+/// Copies every default-family key that starts with one of `moves`' prefixes into
+/// that prefix's family, in unsynced batches; [`Store::finish_migration`] then removes
+/// the originals and records the layout in one synced batch, so a crash part-way
+/// leaves the old layout intact and the next open copies again (the same keys to the
+/// same values).
+fn copy_prefixes(db: &DB, moves: &[(u8, &str)]) -> Result<()> {
+    for &(prefix, family) in moves {
+        let cf = db
+            .cf_handle(family)
+            .expect("every family is opened with the store");
+        let mut copied = 0u64;
         let mut batch = WriteBatch::default();
         for item in db.prefix_iterator([prefix]) {
             let (k, v) = item.map_err(LedgerError::storage)?;
             if k.first() != Some(&prefix) {
                 break;
             }
-            batch.put_cf(ids, k, v);
+            batch.put_cf(cf, k, v);
             copied += 1;
             if batch.len() >= 100_000 {
                 db.write(std::mem::take(&mut batch))
                     .map_err(LedgerError::storage)?;
-                eprintln!("custody: {copied} index keys copied");
+                if copied.is_multiple_of(1_000_000) {
+                    eprintln!(
+                        "custody: {copied} '{}' keys copied to {family}",
+                        prefix as char
+                    );
+                }
             }
         }
         db.write(batch).map_err(LedgerError::storage)?;
+        eprintln!(
+            "custody: {copied} '{}' keys copied to {family}",
+            prefix as char
+        );
     }
-    eprintln!("custody: {copied} index keys copied");
     Ok(())
 }
 
@@ -339,13 +363,11 @@ impl Store {
         }
         // The layout is checked, and a layout-1 store migrated, only once its
         // checkpoint verifies: a damaged store is refused before anything is written.
-        let migrating = match db.get(META_LAYOUT).map_err(LedgerError::storage)? {
-            None => {
-                migrate_ids(&db, dir)?;
-                true
-            }
+        let from = match db.get(META_LAYOUT).map_err(LedgerError::storage)? {
+            None => Some(1),
             Some(v) => match be(&v) {
-                Some(LAYOUT) => false,
+                Some(LAYOUT) => None,
+                Some(2) => Some(2),
                 Some(other) if other > LAYOUT => {
                     return Err(LedgerError::storage(format!(
                         "{} was written in key layout {other}, newer than this custody-node's \
@@ -361,6 +383,24 @@ impl Store {
                 }
             },
         };
+        if let Some(from) = from {
+            eprintln!(
+                "custody: {} uses key layout {from}; moving {} into column families of \
+                 their own (once; this copies the whole log, so it needs as much free disk \
+                 again as the log takes)",
+                dir.display(),
+                if from == 1 {
+                    "its indexes, entries and tree hashes"
+                } else {
+                    "its entries and tree hashes"
+                }
+            );
+            let mut moves = vec![(b'e', ENTRIES), (b'h', HASHES)];
+            if from == 1 {
+                moves.extend([(b'd', IDS), (b'l', IDS)]);
+            }
+            copy_prefixes(&db, &moves)?;
+        }
         let mut actors = HashMap::new();
         for item in db.prefix_iterator([b'a']) {
             let (k, v) = item.map_err(LedgerError::storage)?;
@@ -383,8 +423,8 @@ impl Store {
         };
         store.load_upper()?;
         store.check_tree()?;
-        if migrating {
-            store.finish_migration()?;
+        if let Some(from) = from {
+            store.finish_migration(from)?;
         }
         Ok(store)
     }
@@ -452,16 +492,24 @@ impl Store {
         Ok(out)
     }
 
-    /// The last step of the move to layout 2 (after [`migrate_ids`] and
-    /// [`Store::load_upper`]): one synced batch removes the old index keys, writes
-    /// the `u` copies of the upper levels and records the layout.
-    fn finish_migration(&self) -> Result<()> {
+    /// The last step of a migration from layout `from` (after [`copy_prefixes`],
+    /// [`Store::load_upper`] and the tree check on the copies): one synced batch
+    /// removes the originals of the copied keys, writes the `u` copies of the upper
+    /// levels (layout 1 had none) and records the layout.
+    fn finish_migration(&self, from: u64) -> Result<()> {
+        let mut moved: Vec<[u8; 2]> = vec![*b"ef", *b"hi"];
+        if from == 1 {
+            moved.extend([*b"de", *b"lm"]);
+        }
         let mut last = WriteBatch::default();
-        last.delete_range(&[b'd'][..], &[b'e'][..]);
-        last.delete_range(&[b'l'][..], &[b'm'][..]);
-        for (l, hashes) in self.upper.read().expect("upper lock").iter().enumerate() {
-            for (n, h) in hashes.iter().enumerate() {
-                last.put(upper_key(UPPER_LEVEL + l as u8, n as u64), h.0);
+        for r in &moved {
+            last.delete_range(&r[..1], &r[1..]);
+        }
+        if from == 1 {
+            for (l, hashes) in self.upper.read().expect("upper lock").iter().enumerate() {
+                for (n, h) in hashes.iter().enumerate() {
+                    last.put(upper_key(UPPER_LEVEL + l as u8, n as u64), h.0);
+                }
             }
         }
         last.put(META_LAYOUT, LAYOUT.to_be_bytes());
@@ -470,8 +518,9 @@ impl Store {
             .map_err(LedgerError::storage)?;
         // Reclaim the old keys' space (and their tables' filters) now rather than
         // whenever compaction reaches them.
-        self.db.compact_range(Some(&[b'd'][..]), Some(&[b'e'][..]));
-        self.db.compact_range(Some(&[b'l'][..]), Some(&[b'm'][..]));
+        for r in &moved {
+            self.db.compact_range(Some(&r[..1]), Some(&r[1..]));
+        }
         eprintln!(
             "custody: {} is now in key layout {LAYOUT}",
             self.dir.display()
@@ -483,12 +532,8 @@ impl Store {
     /// share a block together, and pins values instead of copying them).
     fn read_from_db(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
         let keys: Vec<[u8; 9]> = indexes.iter().map(|i| hash_key(*i)).collect();
-        let default = self
-            .db
-            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .expect("the default family is always open");
         self.db
-            .batched_multi_get_cf(default, &keys, false)
+            .batched_multi_get_cf(self.hashes_cf(), &keys, false)
             .into_iter()
             .map(|r| match r {
                 Ok(Some(v)) => <[u8; 32]>::try_from(&*v)
@@ -556,6 +601,18 @@ impl Store {
         self.db.get(key).map_err(LedgerError::storage)
     }
 
+    fn entries_cf(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(ENTRIES)
+            .expect("the entries family is opened with the store")
+    }
+
+    fn hashes_cf(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(HASHES)
+            .expect("the hashes family is opened with the store")
+    }
+
     fn ids(&self) -> &ColumnFamily {
         self.db
             .cf_handle(IDS)
@@ -572,14 +629,21 @@ impl Store {
 
     /// Entry bytes, exactly as logged.
     pub fn entry(&self, index: Index) -> Result<Option<Vec<u8>>> {
-        self.get(&ku(b'e', index))
+        self.db
+            .get_cf(self.entries_cf(), ku(b'e', index))
+            .map_err(LedgerError::storage)
     }
 
     /// The stored leaf hash of entry `index`.
     pub fn leaf_hash(&self, index: Index) -> Result<Option<LeafHash>> {
         Ok(self
-            .get(&ku(b'h', tlog_tiles::stored_hash_index(0, index)))?
-            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+            .db
+            .get_pinned_cf(
+                self.hashes_cf(),
+                hash_key(tlog_tiles::stored_hash_index(0, index)),
+            )
+            .map_err(LedgerError::storage)?
+            .and_then(|v| <[u8; 32]>::try_from(&*v).ok())
             .map(LeafHash))
     }
 
@@ -693,6 +757,7 @@ impl Store {
         let mut new_upper: Vec<(usize, u64, Hash)> = Vec::new();
         let mut batch = WriteBatch::default();
         let ids = self.ids();
+        let (entries_cf, hashes_cf) = (self.entries_cf(), self.hashes_cf());
         let mut placed = Vec::with_capacity(group.len());
         let mut actors = Vec::new();
         for (i, e) in group.into_iter().enumerate() {
@@ -722,7 +787,7 @@ impl Store {
                 }
             }
             drop(known);
-            batch.put(ku(b'e', index), &e.bytes);
+            batch.put_cf(entries_cf, ku(b'e', index), &e.bytes);
             batch.put_cf(ids, k(b'd', &e.event_id.0), index.to_be_bytes());
             batch.put_cf(ids, k(b'l', &leaf.0), index.to_be_bytes());
             if let Some(a) = e.actor {
@@ -746,7 +811,7 @@ impl Store {
         let size = start + placed.len() as u64;
         let root: RootHash = tree::root(size, &pending)?;
         for (idx, h) in &new_hashes {
-            batch.put(ku(b'h', *idx), h.0);
+            batch.put_cf(hashes_cf, hash_key(*idx), h.0);
         }
         let cp = self.key.sign(size, root)?;
         batch.put(ku(b'c', size), cp.note.as_bytes());
@@ -801,7 +866,8 @@ impl Store {
                     .map(|i| ku(b'e', i))
                     .collect();
                 let mut out = Vec::new();
-                for (i, got) in (start..).zip(self.db.multi_get(keys)) {
+                let got = self.db.batched_multi_get_cf(self.entries_cf(), &keys, true);
+                for (i, got) in (start..).zip(got) {
                     let e = got
                         .map_err(LedgerError::storage)?
                         .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
@@ -819,10 +885,9 @@ impl Store {
     pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let cp = self.checkpoint();
         let mut frontier = tree::Frontier::new();
-        let mut it = self.db.iterator(rocksdb::IteratorMode::From(
-            &ku(b'e', 0),
-            rocksdb::Direction::Forward,
-        ));
+        let mut it = self
+            .db
+            .iterator_cf(self.entries_cf(), rocksdb::IteratorMode::Start);
         for index in 0..cp.size {
             let (k, bytes) = match it.next() {
                 Some(Ok(kv)) => kv,
@@ -1050,22 +1115,33 @@ mod tests {
         }
     }
 
-    /// A store written in key layout 1 (every key in the default family, no `ids`
-    /// family, no `u` keys, no layout key) opens: its indexes move into `ids`, and
-    /// every entry is still found by event id and by leaf hash.
+    /// A store written in key layout 1 (every key in the default family, no other
+    /// family, no `u` keys, no layout key) opens: its indexes, entries and hashes
+    /// move into their families, and every entry is still found and proved.
     #[test]
     fn a_layout_1_store_is_migrated_when_opened() {
-        migrate(true);
+        migrate(1, true);
     }
 
-    /// As after a crash part-way through a migration: the `ids` family exists and
-    /// already holds the copied keys, but the layout is still 1.
+    /// A store written in key layout 2 (indexes in `ids`, entries and hashes in the
+    /// default family) opens in layout 3.
+    #[test]
+    fn a_layout_2_store_is_migrated_when_opened() {
+        migrate(2, true);
+    }
+
+    /// As after a crash part-way through a migration: the new families exist and
+    /// already hold the copied keys, but the layout is still the old one.
     #[test]
     fn a_migration_cut_short_is_redone() {
-        migrate(false);
+        migrate(1, false);
+        migrate(2, false);
     }
 
-    fn migrate(drop_ids: bool) {
+    /// Writes a store, turns it back into layout `from` (the keys of the families
+    /// that layout did not have copied back into the default family; those families
+    /// dropped unless `cut_short`), and opens it.
+    fn migrate(from: u64, drop_families: bool) {
         let dir = tempfile::tempdir().unwrap();
         let admin = KeyId(
             *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
@@ -1075,6 +1151,7 @@ mod tests {
         let store = Store::init(dir.path(), "custody.test/layout", admin).unwrap();
         let entries = synthetic(1, 700);
         let ids: Vec<EventId> = entries.iter().map(|e| e.event_id).collect();
+        let bytes: Vec<Vec<u8>> = entries.iter().map(|e| e.bytes.clone()).collect();
         store.commit(entries).unwrap();
         let leaves: Vec<LeafHash> = (1..=700)
             .map(|i| store.leaf_hash(i).unwrap().unwrap())
@@ -1083,16 +1160,28 @@ mod tests {
         drop(store);
         {
             let mut db = open_db(&dir.path().join(DB_DIR), false).unwrap();
-            let mut batch = WriteBatch::default();
-            for item in db.iterator_cf(db.cf_handle(IDS).unwrap(), rocksdb::IteratorMode::Start) {
-                let (k, v) = item.unwrap();
-                batch.put(k, v);
+            let mut families = vec![ENTRIES, HASHES];
+            if from == 1 {
+                families.push(IDS);
             }
-            batch.delete(META_LAYOUT);
-            batch.delete_range(&[b'u'][..], &[b'v'][..]);
+            let mut batch = WriteBatch::default();
+            for f in &families {
+                for item in db.iterator_cf(db.cf_handle(f).unwrap(), rocksdb::IteratorMode::Start) {
+                    let (k, v) = item.unwrap();
+                    batch.put(k, v);
+                }
+            }
+            if from == 1 {
+                batch.delete(META_LAYOUT);
+                batch.delete_range(&[b'u'][..], &[b'v'][..]);
+            } else {
+                batch.put(META_LAYOUT, 2u64.to_be_bytes());
+            }
             db.write(batch).unwrap();
-            if drop_ids {
-                db.drop_cf(IDS).unwrap();
+            if drop_families {
+                for f in families {
+                    db.drop_cf(f).unwrap();
+                }
             }
         }
         let store = Store::open(dir.path()).unwrap();
@@ -1105,7 +1194,13 @@ mod tests {
             store.indexes_of_events(&ids[..3]).unwrap(),
             [Some(1), Some(2), Some(3)]
         );
-        for prefix in [b'd', b'l'] {
+        for (n, b) in bytes.iter().enumerate() {
+            assert_eq!(store.entry(n as u64 + 1).unwrap().as_ref(), Some(b));
+        }
+        let p = tree::prove_inclusion(350, cp.size, &store).unwrap();
+        tree::verify_inclusion(&p, cp.size, cp.root, 350, leaves[349]).unwrap();
+        store.verify_all(&mut |_, _| {}).unwrap();
+        for prefix in [b'd', b'e', b'h', b'l'] {
             let left = store
                 .db
                 .prefix_iterator([prefix])

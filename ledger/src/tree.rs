@@ -66,15 +66,27 @@ pub fn prove_inclusion_with_leaf<R: HashReader>(
         leaf_at,
         leaf: std::cell::Cell::new(None),
     };
-    let proof = prove_inclusion(index, size, &reader)?;
+    // A hash missing below the tree size is damage to the store, named by entry.
+    let missing = |e: LedgerError| match e.code {
+        Code::Storage => LedgerError::corrupt(format!(
+            "the tree hashes for entry {index}'s inclusion proof in the tree of size \
+             {size} cannot be read: {}",
+            e.detail
+        )),
+        _ => e,
+    };
+    let proof = prove_inclusion(index, size, &reader).map_err(missing)?;
     let leaf = match reader.leaf.get() {
         Some(h) => h,
         // A tree of one entry has an empty proof: nothing was read yet.
         None => r
             .read_hashes(&[leaf_at])
-            .map_err(storage)?
-            .pop()
-            .ok_or_else(|| storage(tlog_tiles::Error::IndexesNotInTree))?,
+            .map_err(storage)
+            .and_then(|mut v| {
+                v.pop()
+                    .ok_or_else(|| storage(tlog_tiles::Error::IndexesNotInTree))
+            })
+            .map_err(missing)?,
     };
     Ok((LeafHash::from(leaf), proof))
 }

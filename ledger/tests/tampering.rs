@@ -47,8 +47,24 @@ fn build(dir: &Path, n: usize) {
 /// Opens the raw database (as an attacker with disk access would) and applies `f`.
 fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
     // Every column family must be opened; "default" is added to the list by the crate.
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.join("db"), ["ids"]).unwrap();
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir.join("db"),
+        ["ids", "entries", "hashes"],
+    )
+    .unwrap();
     f(&db);
+}
+
+/// Entries (`e` keys) live in the family `entries`, tree hashes (`h`) in `hashes`.
+fn get(db: &rocksdb::DB, family: &str, k: Vec<u8>) -> Vec<u8> {
+    db.get_cf(db.cf_handle(family).unwrap(), k)
+        .unwrap()
+        .unwrap()
+}
+
+fn put(db: &rocksdb::DB, family: &str, k: Vec<u8>, v: impl AsRef<[u8]>) {
+    db.put_cf(db.cf_handle(family).unwrap(), k, v).unwrap();
 }
 
 fn key(prefix: u8, n: u64) -> Vec<u8> {
@@ -76,10 +92,10 @@ fn an_altered_entry_in_the_middle_is_named_by_the_full_check() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 50);
     tamper(dir.path(), |db| {
-        let mut e = db.get(key(b'e', 17)).unwrap().unwrap();
+        let mut e = get(db, "entries", key(b'e', 17));
         let pos = e.len() - 5;
         e[pos] ^= 1;
-        db.put(key(b'e', 17), e).unwrap();
+        put(db, "entries", key(b'e', 17), e);
     });
     let store = Store::open(dir.path()).expect("a middle entry is only found by the full check");
     let e = store.verify_all(&mut |_, _| {}).unwrap_err().to_string();
@@ -92,9 +108,9 @@ fn an_altered_last_entry_is_refused_on_open() {
     build(dir.path(), 10);
     let size = Store::open(dir.path()).unwrap().size();
     tamper(dir.path(), |db| {
-        let mut e = db.get(key(b'e', size - 1)).unwrap().unwrap();
+        let mut e = get(db, "entries", key(b'e', size - 1));
         e[20] ^= 1;
-        db.put(key(b'e', size - 1), e).unwrap();
+        put(db, "entries", key(b'e', size - 1), e);
     });
     let e = err(dir.path());
     assert!(
@@ -111,7 +127,7 @@ fn an_altered_tree_hash_is_refused_on_open() {
     tamper(dir.path(), |db| {
         // The newest leaf hash is part of every root computation.
         let i = tlog_tiles::stored_hash_index(0, size - 1);
-        db.put(key(b'h', i), [0u8; 32]).unwrap();
+        put(db, "hashes", key(b'h', i), [0u8; 32]);
     });
     assert!(
         err(dir.path()).contains("does not hash to its stored leaf hash")
@@ -143,7 +159,7 @@ fn an_entry_beyond_the_checkpoint_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 10);
     let size = Store::open(dir.path()).unwrap().size();
-    tamper(dir.path(), |db| db.put(key(b'e', size), b"{}").unwrap());
+    tamper(dir.path(), |db| put(db, "entries", key(b'e', size), b"{}"));
     assert!(
         err(dir.path()).contains("beyond the checkpoint"),
         "{}",

@@ -98,7 +98,10 @@ impl AppState {
             }),
         )?;
         rx.await.map_err(|_| {
-            Problem::internal("the node stopped before answering; check the node's log")
+            Problem::internal(
+                "the verifier threads or the sequencer stopped before answering; check the \
+                 node's log",
+            )
         })
     }
 

@@ -170,16 +170,17 @@ fn an_entry_altered_on_disk_is_named_by_index_by_the_audit() {
         let db = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             dir.path().join("data/db"),
-            ["ids"],
+            ["ids", "entries", "hashes"],
         )
         .unwrap();
+        let entries = db.cf_handle("entries").unwrap();
         let mut k = vec![b'e'];
         k.extend_from_slice(&5u64.to_be_bytes());
-        let mut e = db.get(&k).unwrap().unwrap();
+        let mut e = db.get_cf(entries, &k).unwrap().unwrap();
         // `{"logged_at":"2026-…`: move the log's own timestamp by a year.
         assert!(e.starts_with(b"{\"logged_at\":\"20"));
         e[17] = if e[17] == b'7' { b'8' } else { b'7' };
-        db.put(&k, e).unwrap();
+        db.put_cf(entries, &k, e).unwrap();
     }
     let node = Node::start_in(dir, &[]);
     let work = tempfile::tempdir().unwrap();
