@@ -1,15 +1,17 @@
 //! The RocksDB store: the only module that touches disk (spec/storage.md).
 //!
-//! Two column families, one-byte key prefixes:
-//! - default: `e`+index → entry bytes (verbatim), `h`+stored-hash index → 32-byte
-//!   hash, `c`+size → checkpoint note (history), `a`+key → actor (JSON), `s`+case →
-//!   case state (JSON), `b`+blake3 → blob bytes, `m` → latest checkpoint size,
-//!   `v` → layout version;
-//! - `ids`: `d`+event_id → index (de-duplication), `l`+leaf hash → index.
+//! Four column families (layout 3), one-byte key prefixes:
+//! - `entries`: `e`+index → entry bytes (verbatim);
+//! - `hashes`: `h`+stored-hash index → 32-byte hash;
+//! - `ids`: `d`+event_id → index (de-duplication), `l`+leaf hash → index;
+//! - default: `c`+size → checkpoint note (history), `a`+key → actor (JSON),
+//!   `s`+case → case state (JSON), `b`+blake3 → blob bytes, `u`+level+n → copy of an
+//!   upper tree hash, `m` → latest checkpoint size, `v` → layout version.
 //!
-//! The `ids` keys are random and most lookups of them miss (every new event's
-//! de-duplication check), so only that family carries Bloom filters; the default
-//! family's keys are sequential or always found, and go without.
+//! `entries` and `hashes` are written in key order only, so their files are moved
+//! down the levels, never rewritten. The `ids` keys are random and most lookups of
+//! them miss (every new event's de-duplication check), so only that family carries
+//! Bloom filters; the others' keys are sequential or always found, and go without.
 //!
 //! Every group of entries is written as ONE write batch with a synced WAL, so a
 //! crash leaves either the whole group (and its checkpoint) or none of it.
@@ -133,51 +135,30 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The database's options and its two column families, which share one block cache.
-fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+/// The database's options and those of its four column families, which share one
+/// block cache.
+fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let mut o = Options::default();
-    o.create_if_missing(true);
-    o.create_missing_column_families(true);
     // Keep file handles bounded on machines with a low ulimit.
     o.set_max_open_files(512);
-    // The default family: entries, hashes, checkpoints, records. Its reads hit (an
-    // entry, a hash below the tree size) or run in order (bundles, tiles), so no
-    // filter. 4 KiB blocks: 16 KiB ones quarter the index and compress better (300
-    // instead of ~375 bytes per entry on disk) but made random proofs 10-25% slower.
-    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let mut t = BlockBasedOptions::default();
-    t.set_block_size(4 << 10);
-    t.set_block_cache(&cache);
-    o.set_block_based_table_factory(&t);
-    // Two memtables of 16 MiB at most per family (8 MiB for `ids`): with the block
-    // cache, what RocksDB holds in memory is bounded whatever the log's size. (32 MiB
+    // Every family: LZ4, memtables bounded (two per family), so that with the block
+    // cache what RocksDB holds in memory is bounded whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
     // gain in appends or proofs: random proofs miss any cache of this size.)
-    o.set_write_buffer_size(4 << 20);
-    o.set_max_write_buffer_number(2);
-    // The `ids` family: 32-byte random keys, and most lookups miss (the
-    // de-duplication check of every new event): a Bloom filter answers those without
-    // reading index blocks. (Ribbon filters take ~30% less memory but cost enough
-    // CPU to build, at every flush and compaction, to cut batch appends by ~15% on
-    // 2 cores.)
-    let mut ids = Options::default();
-    ids.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let mut t = BlockBasedOptions::default();
-    t.set_bloom_filter(10.0, false);
-    t.set_optimize_filters_for_memory(true);
-    t.set_block_cache(&cache);
-    ids.set_block_based_table_factory(&t);
-    ids.set_write_buffer_size(8 << 20);
-    ids.set_max_write_buffer_number(2);
-    // Entries and tree hashes: keys that only ever arrive in increasing order, each
-    // in a family of its own, so a flushed file overlaps no older one and moves down
-    // the levels without being rewritten.
-    let in_order = |memtable: usize| {
+    let family = |memtable: usize, bloom: bool| {
         let mut f = Options::default();
         f.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut t = BlockBasedOptions::default();
-        t.set_block_size(4 << 10);
+        if bloom {
+            t.set_bloom_filter(10.0, false);
+            t.set_optimize_filters_for_memory(true);
+        } else {
+            // Reads hit (an entry, a hash below the tree size) or run in order
+            // (bundles, tiles): no filter. 4 KiB blocks: 16 KiB ones compress better
+            // but made random proofs 10-25% slower.
+            t.set_block_size(4 << 10);
+        }
         t.set_block_cache(&cache);
         f.set_block_based_table_factory(&t);
         f.set_write_buffer_size(memtable);
@@ -185,18 +166,58 @@ fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
         f
     };
     let families = vec![
-        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, o.clone()),
-        ColumnFamilyDescriptor::new(IDS, ids),
-        ColumnFamilyDescriptor::new(ENTRIES, in_order(16 << 20)),
-        ColumnFamilyDescriptor::new(HASHES, in_order(8 << 20)),
+        // Checkpoints, records, blobs, `u` copies: small.
+        (rocksdb::DEFAULT_COLUMN_FAMILY_NAME, family(4 << 20, false)),
+        // 32-byte random keys, and most lookups miss (the de-duplication check of
+        // every new event): a Bloom filter answers those without reading index
+        // blocks. (Ribbon filters take ~30% less memory but cost enough CPU to build,
+        // at every flush and compaction, to cut batch appends by ~15% on 2 cores.)
+        (IDS, family(8 << 20, true)),
+        // Keys that only ever arrive in increasing order, each in a family of its
+        // own, so a flushed file overlaps no older one and moves down the levels
+        // without being rewritten.
+        (ENTRIES, family(16 << 20, false)),
+        (HASHES, family(8 << 20, false)),
     ];
     (o, families)
 }
 
-fn open_db(path: &Path, create: bool) -> Result<DB> {
+/// Opens the database with the families it has (`create`: a new database with all
+/// of them). Answers the families of this layout that it lacks (an older layout's
+/// store), with their options, for a migration to create. A family this release
+/// does not know is refused: a newer release wrote the store.
+fn open_db(path: &Path, create: bool) -> Result<(DB, Vec<(&'static str, Options)>)> {
     let (mut o, families) = db_options();
     o.create_if_missing(create);
-    DB::open_cf_descriptors(&o, path, families).map_err(LedgerError::storage)
+    o.create_missing_column_families(create);
+    let present = if create {
+        families.iter().map(|(n, _)| n.to_string()).collect()
+    } else {
+        DB::list_cf(&Options::default(), path).map_err(|e| {
+            LedgerError::storage(format!(
+                "{} is not a RocksDB database this node can open: {e}",
+                path.display()
+            ))
+        })?
+    };
+    if let Some(unknown) = present
+        .iter()
+        .find(|p| !families.iter().any(|(n, _)| n == p))
+    {
+        return Err(LedgerError::storage(format!(
+            "{} has a column family `{unknown}` that this custody-node does not know: a newer \
+             release wrote it; serve it with that release or a later one",
+            path.display()
+        )));
+    }
+    let (open, missing): (Vec<_>, Vec<_>) = families
+        .into_iter()
+        .partition(|(n, _)| present.iter().any(|p| p == n));
+    let descriptors = open
+        .into_iter()
+        .map(|(n, f)| ColumnFamilyDescriptor::new(n, f));
+    let db = DB::open_cf_descriptors(&o, path, descriptors).map_err(LedgerError::storage)?;
+    Ok((db, missing))
 }
 
 /// The lowest tree level whose hashes [`Store`] keeps in memory (one C2SP tile up).
@@ -216,38 +237,77 @@ fn synced() -> WriteOptions {
 /// the originals and records the layout in one synced batch, so a crash part-way
 /// leaves the old layout intact and the next open copies again (the same keys to the
 /// same values).
-fn copy_prefixes(db: &DB, moves: &[(u8, &str)]) -> Result<()> {
+///
+/// Answers how many keys of each prefix were copied. `total(prefix)`, if known, is
+/// how many the copy should find (for the progress lines).
+fn copy_prefixes(
+    db: &DB,
+    moves: &[(u8, &str)],
+    total: impl Fn(u8) -> Option<u64>,
+) -> Result<Vec<u64>> {
+    let mut counts = Vec::with_capacity(moves.len());
     for &(prefix, family) in moves {
         let cf = db
             .cf_handle(family)
-            .expect("every family is opened with the store");
+            .expect("a migration creates the families it copies into");
+        let of = total(prefix)
+            .map(|t| format!(" of {t}"))
+            .unwrap_or_default();
         let mut copied = 0u64;
+        let mut next_report = 1_000_000u64;
         let mut batch = WriteBatch::default();
+        let fail = |e: rocksdb::Error| {
+            LedgerError::storage(format!(
+                "copying '{}' keys into {family}: {e}; the store is unchanged in its old \
+                 layout, open it again to retry",
+                prefix as char
+            ))
+        };
         for item in db.prefix_iterator([prefix]) {
-            let (k, v) = item.map_err(LedgerError::storage)?;
+            let (k, v) = item.map_err(fail)?;
             if k.first() != Some(&prefix) {
                 break;
             }
             batch.put_cf(cf, k, v);
             copied += 1;
-            if batch.len() >= 100_000 {
-                db.write(std::mem::take(&mut batch))
-                    .map_err(LedgerError::storage)?;
-                if copied.is_multiple_of(1_000_000) {
+            // Bounded by bytes as well as keys: an entry may be 64 KiB.
+            if batch.len() >= 100_000 || batch.size_in_bytes() >= 8 << 20 {
+                db.write(std::mem::take(&mut batch)).map_err(fail)?;
+                if copied >= next_report {
                     eprintln!(
-                        "custody: {copied} '{}' keys copied to {family}",
+                        "custody: {copied}{of} '{}' keys copied to {family}",
                         prefix as char
                     );
+                    next_report = copied + 1_000_000;
                 }
             }
         }
-        db.write(batch).map_err(LedgerError::storage)?;
+        db.write(batch).map_err(fail)?;
         eprintln!(
-            "custody: {copied} '{}' keys copied to {family}",
+            "custody: {copied}{of} '{}' keys copied to {family}",
             prefix as char
         );
+        counts.push(copied);
     }
-    Ok(())
+    Ok(counts)
+}
+
+/// A migration that failed before it removed anything: drops the families it
+/// created (they hold only copies), so the store is as it was, and answers `e`.
+fn undo(mut db: DB, created: &[&str], e: LedgerError) -> LedgerError {
+    for name in created {
+        if let Err(d) = db.drop_cf(name) {
+            return LedgerError::new(
+                e.code,
+                format!(
+                    "{}; and the column family `{name}` this attempt created could not be \
+                     removed ({d}), so an older release will not open the store",
+                    e.detail
+                ),
+            );
+        }
+    }
+    e
 }
 
 impl Store {
@@ -288,7 +348,7 @@ impl Store {
         };
         let env = Envelope::sign(&genesis.to_payload(), key.signing_key());
         let opened = env.open()?;
-        let db = open_db(&dir.join(DB_DIR), true)?;
+        let (db, _) = open_db(&dir.join(DB_DIR), true)?;
         db.put(META_LAYOUT, LAYOUT.to_be_bytes())
             .map_err(LedgerError::storage)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
@@ -336,7 +396,7 @@ impl Store {
         }
         let key = LogKey::load(&key_path)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
-        let db = open_db(&dir.join(DB_DIR), false)?;
+        let (mut db, missing) = open_db(&dir.join(DB_DIR), false)?;
         let size = db
             .get(META_SIZE)
             .map_err(LedgerError::storage)?
@@ -383,6 +443,16 @@ impl Store {
                 }
             },
         };
+        if from.is_none() {
+            if let Some((name, _)) = missing.first() {
+                return Err(LedgerError::corrupt(format!(
+                    "the store says key layout {LAYOUT} but has no column family `{name}`"
+                )));
+            }
+        }
+        // The families a migration creates, dropped again if it fails: the store is
+        // then exactly as it was, and an older release can still open it.
+        let mut created: Vec<&'static str> = Vec::new();
         if let Some(from) = from {
             eprintln!(
                 "custody: {} uses key layout {from}; moving {} into column families of \
@@ -395,11 +465,38 @@ impl Store {
                     "its entries and tree hashes"
                 }
             );
+            for (name, options) in &missing {
+                db.create_cf(name, options).map_err(LedgerError::storage)?;
+                created.push(name);
+            }
             let mut moves = vec![(b'e', ENTRIES), (b'h', HASHES)];
             if from == 1 {
                 moves.extend([(b'd', IDS), (b'l', IDS)]);
             }
-            copy_prefixes(&db, &moves)?;
+            // Entries 0..size and the stored hashes of that tree, no more, no fewer.
+            let hashes = tlog_tiles::stored_hash_index(0, size);
+            let expect = |p: u8| match p {
+                b'e' => Some(size),
+                b'h' => Some(hashes),
+                _ => None,
+            };
+            let copied = copy_prefixes(&db, &moves, expect).and_then(|counts| {
+                match moves
+                    .iter()
+                    .zip(counts)
+                    .find(|((p, _), n)| expect(*p).is_some_and(|e| e != *n))
+                {
+                    Some(((p, _), n)) => Err(LedgerError::corrupt(format!(
+                        "the store holds {n} '{}' keys; a tree of size {size} has {}",
+                        *p as char,
+                        expect(*p).unwrap_or_default()
+                    ))),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = copied {
+                return Err(undo(db, &created, e));
+            }
         }
         let mut actors = HashMap::new();
         for item in db.prefix_iterator([b'a']) {
@@ -421,8 +518,9 @@ impl Store {
             upper: RwLock::new(Vec::new()),
             commit_lock: Mutex::new(()),
         };
-        store.load_upper()?;
-        store.check_tree()?;
+        if let Err(e) = store.load_upper().and_then(|_| store.check_tree()) {
+            return Err(undo(store.db, &created, e));
+        }
         if let Some(from) = from {
             store.finish_migration(from)?;
         }
@@ -516,15 +614,16 @@ impl Store {
         self.db
             .write_opt(last, &synced())
             .map_err(LedgerError::storage)?;
+        eprintln!(
+            "custody: {} is now in key layout {LAYOUT}; reclaiming the old keys' space",
+            self.dir.display()
+        );
         // Reclaim the old keys' space (and their tables' filters) now rather than
         // whenever compaction reaches them.
         for r in &moved {
             self.db.compact_range(Some(&r[..1]), Some(&r[1..]));
         }
-        eprintln!(
-            "custody: {} is now in key layout {LAYOUT}",
-            self.dir.display()
-        );
+        eprintln!("custody: migration of {} done", self.dir.display());
         Ok(())
     }
 
@@ -661,15 +760,19 @@ impl Store {
     /// cache, the table readers (indexes and filters outside the cache), the memtables.
     pub fn memory(&self) -> StoreMemory {
         let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        // Per family, except the block cache, which both share.
+        // Per family, except the block cache, which all share.
         let both = |name: &str| {
             prop(name)
-                + self
-                    .db
-                    .property_int_value_cf(self.ids(), name)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
+                + [self.ids(), self.entries_cf(), self.hashes_cf()]
+                    .into_iter()
+                    .map(|cf| {
+                        self.db
+                            .property_int_value_cf(cf, name)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0)
+                    })
+                    .sum::<u64>()
         };
         StoreMemory {
             block_cache: prop("rocksdb.block-cache-usage"),
@@ -908,13 +1011,15 @@ impl Store {
                 progress(index, cp.size);
             }
         }
-        if let Some(Ok((k, _))) = it.next() {
-            if k.first() == Some(&b'e') {
+        match it.next() {
+            Some(Err(e)) => return Err(LedgerError::storage(e)),
+            Some(Ok(_)) => {
                 return Err(LedgerError::corrupt(format!(
                     "an entry exists beyond the checkpoint of size {}",
                     cp.size
-                )));
+                )))
             }
+            None => {}
         }
         if frontier.root() != cp.root {
             return Err(LedgerError::corrupt(format!(
@@ -1138,6 +1243,57 @@ mod tests {
         migrate(2, false);
     }
 
+    /// A damaged layout-2 store is refused, and the attempt leaves it as it was: no
+    /// new family (so the release that wrote it still opens it), still layout 2.
+    #[test]
+    fn a_refused_migration_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = KeyId(
+            *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let store = Store::init(dir.path(), "custody.test/layout", admin).unwrap();
+        store.commit(synthetic(1, 300)).unwrap();
+        let size = store.size();
+        drop(store);
+        let path = dir.path().join(DB_DIR);
+        {
+            let (mut db, _) = open_db(&path, false).unwrap();
+            let mut batch = WriteBatch::default();
+            for f in [ENTRIES, HASHES] {
+                for item in db.iterator_cf(db.cf_handle(f).unwrap(), rocksdb::IteratorMode::Start) {
+                    let (k, v) = item.unwrap();
+                    batch.put(k, v);
+                }
+            }
+            batch.put(META_LAYOUT, 2u64.to_be_bytes());
+            // The newest leaf hash, altered: the root no longer matches.
+            batch.put(
+                hash_key(tlog_tiles::stored_hash_index(0, size - 1)),
+                [0u8; 32],
+            );
+            db.write(batch).unwrap();
+            db.drop_cf(ENTRIES).unwrap();
+            db.drop_cf(HASHES).unwrap();
+        }
+        let e = Store::open(dir.path()).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+        let mut families = DB::list_cf(&Options::default(), &path).unwrap();
+        families.sort();
+        assert_eq!(
+            families,
+            ["default", "ids"],
+            "the families it created are gone"
+        );
+        let (db, missing) = open_db(&path, false).unwrap();
+        assert_eq!(missing.len(), 2);
+        assert_eq!(
+            db.get(META_LAYOUT).unwrap(),
+            Some(2u64.to_be_bytes().to_vec())
+        );
+    }
+
     /// Writes a store, turns it back into layout `from` (the keys of the families
     /// that layout did not have copied back into the default family; those families
     /// dropped unless `cut_short`), and opens it.
@@ -1159,7 +1315,7 @@ mod tests {
         let cp = store.checkpoint();
         drop(store);
         {
-            let mut db = open_db(&dir.path().join(DB_DIR), false).unwrap();
+            let (mut db, _) = open_db(&dir.path().join(DB_DIR), false).unwrap();
             let mut families = vec![ENTRIES, HASHES];
             if from == 1 {
                 families.push(IDS);
