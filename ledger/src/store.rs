@@ -1151,17 +1151,22 @@ mod tests {
             .collect()
     }
 
-    /// Every stored hash read through the in-memory upper levels equals the one in
-    /// RocksDB, as groups of odd sizes complete subtrees, and again after reopening.
-    #[test]
-    fn upper_levels_in_memory_match_rocksdb() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A new log in `dir` whose admin key is made from the seed [9; 32].
+    fn new_store(dir: &Path, origin: &str) -> Store {
         let admin = KeyId(
             *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
                 .verifying_key()
                 .as_bytes(),
         );
-        let store = Store::init(dir.path(), "custody.test/upper", admin).unwrap();
+        Store::init(dir, origin, admin).unwrap()
+    }
+
+    /// Every stored hash read through the in-memory upper levels equals the one in
+    /// RocksDB, as groups of odd sizes complete subtrees, and again after reopening.
+    #[test]
+    fn upper_levels_in_memory_match_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/upper");
         let mut n = store.size();
         for group in [1u64, 254, 1, 300, 77, 1024, 2, 513, 3000] {
             store.commit(synthetic(n, group)).unwrap();
@@ -1248,12 +1253,7 @@ mod tests {
     #[test]
     fn a_refused_migration_leaves_the_store_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let admin = KeyId(
-            *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
-                .verifying_key()
-                .as_bytes(),
-        );
-        let store = Store::init(dir.path(), "custody.test/layout", admin).unwrap();
+        let store = new_store(dir.path(), "custody.test/layout");
         store.commit(synthetic(1, 300)).unwrap();
         let size = store.size();
         drop(store);
@@ -1299,12 +1299,7 @@ mod tests {
     /// dropped unless `cut_short`), and opens it.
     fn migrate(from: u64, drop_families: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let admin = KeyId(
-            *ed25519_dalek::SigningKey::from_bytes(&[9; 32])
-                .verifying_key()
-                .as_bytes(),
-        );
-        let store = Store::init(dir.path(), "custody.test/layout", admin).unwrap();
+        let store = new_store(dir.path(), "custody.test/layout");
         let entries = synthetic(1, 700);
         let ids: Vec<EventId> = entries.iter().map(|e| e.event_id).collect();
         let bytes: Vec<Vec<u8>> = entries.iter().map(|e| e.bytes.clone()).collect();
