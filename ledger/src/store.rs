@@ -292,6 +292,21 @@ fn copy_prefixes(
     Ok(counts)
 }
 
+/// The actor records (`a` keys), by key.
+fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
+    let mut actors = HashMap::new();
+    for item in db.prefix_iterator([b'a']) {
+        let (k, v) = item.map_err(LedgerError::storage)?;
+        if k.first() != Some(&b'a') {
+            break;
+        }
+        let a: Actor = serde_json::from_slice(&v)
+            .map_err(|e| LedgerError::corrupt(format!("actor record: {e}")))?;
+        actors.insert(a.key, a);
+    }
+    Ok(actors)
+}
+
 /// A migration that failed before it removed anything: drops the families it
 /// created (they hold only copies), so the store is as it was, and answers `e`.
 fn undo(mut db: DB, created: &[&str], e: LedgerError) -> LedgerError {
@@ -421,8 +436,9 @@ impl Store {
                 checkpoint.size
             )));
         }
-        // The layout is checked, and a layout-1 store migrated, only once its
-        // checkpoint verifies: a damaged store is refused before anything is written.
+        // The layout is checked, and an older store migrated, only once its
+        // checkpoint verifies: a store that fails that is refused before anything is
+        // written, and one that fails a later check is put back as it was (`undo`).
         let from = match db.get(META_LAYOUT).map_err(LedgerError::storage)? {
             None => Some(1),
             Some(v) => match be(&v) {
@@ -466,7 +482,9 @@ impl Store {
                 }
             );
             for (name, options) in &missing {
-                db.create_cf(name, options).map_err(LedgerError::storage)?;
+                if let Err(e) = db.create_cf(name, options) {
+                    return Err(undo(db, &created, LedgerError::storage(e)));
+                }
                 created.push(name);
             }
             let mut moves = vec![(b'e', ENTRIES), (b'h', HASHES)];
@@ -498,16 +516,10 @@ impl Store {
                 return Err(undo(db, &created, e));
             }
         }
-        let mut actors = HashMap::new();
-        for item in db.prefix_iterator([b'a']) {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            if k.first() != Some(&b'a') {
-                break;
-            }
-            let a: Actor = serde_json::from_slice(&v)
-                .map_err(|e| LedgerError::corrupt(format!("actor record: {e}")))?;
-            actors.insert(a.key, a);
-        }
+        let actors = match load_actors(&db) {
+            Ok(a) => a,
+            Err(e) => return Err(undo(db, &created, e)),
+        };
         let store = Store {
             db,
             dir: dir.to_owned(),
