@@ -4,8 +4,10 @@
 //! before ordering) and hand them to [`Sequencer::submit`]. The sequencer thread
 //! drains its bounded queue into a group, judges each event against the log state
 //! (roles, refs, due process) in order, commits the group as ONE synced RocksDB write
-//! batch with ONE checkpoint signature, and only then answers every waiter. A
-//! refused event gets its error and never blocks or alters the others.
+//! batch with ONE checkpoint signature, and only then answers every waiter: a
+//! second thread builds the group's receipts and answers, while this one judges and
+//! commits the next group. A refused event gets its error and never blocks or
+//! alters the others.
 
 use crate::cases::{CaseState, Rules};
 use crate::checkpoint::SignedCheckpoint;
@@ -262,8 +264,37 @@ enum Slot {
     Duplicate(Index, EventId),
 }
 
+/// A committed (or wholly refused) group on its way to its waiters: what the
+/// answering thread needs to build their receipts.
+struct Answer {
+    slots: Vec<Vec<Slot>>,
+    replies: Vec<Reply>,
+    committed: Result<Option<SignedCheckpoint>>,
+    /// The checkpoint the receipts are proved against.
+    cp: SignedCheckpoint,
+    placed: Vec<crate::store::Placed>,
+    /// The hashes the commit computed, most of what the receipts' proofs need.
+    hashes: HashMap<u64, tlog_tiles::Hash>,
+    start: Index,
+    logged_at: DateTime<Utc>,
+}
+
 impl Worker {
+    /// Groups, judges and commits on this thread; the receipts of each group are
+    /// built, and its waiters answered, on a second thread, so the next group can be
+    /// judged and committed meanwhile. Both end, in order, when the queue closes.
     fn run(mut self, rx: Receiver<Job>) {
+        // Two groups may wait for their receipts; then the committing thread waits.
+        let (tx, answers) = sync_channel::<Answer>(2);
+        let (store, stats) = (self.store.clone(), self.stats.clone());
+        let answering = std::thread::Builder::new()
+            .name("custody-receipts".into())
+            .spawn(move || {
+                for a in answers {
+                    answer(&store, &stats, a);
+                }
+            })
+            .expect("spawning the receipts thread");
         while let Ok(first) = rx.recv() {
             let mut n = first.items.len();
             let mut jobs = vec![first];
@@ -276,11 +307,18 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            self.group(jobs);
+            let a = self.group(jobs);
+            if tx.send(a).is_err() {
+                // The answering thread is gone (it panicked): stop committing, so
+                // nothing more is logged that nobody will be told of.
+                break;
+            }
         }
+        drop(tx);
+        let _ = answering.join();
     }
 
-    fn group(&mut self, jobs: Vec<Job>) {
+    fn group(&mut self, jobs: Vec<Job>) -> Answer {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
         // logged_at never goes backwards, even if the wall clock does, and has the
@@ -362,48 +400,15 @@ impl Worker {
             Ok(Some(cp)) => cp.clone(),
             _ => store.checkpoint(),
         };
-        // The new entries' proofs mostly need hashes the commit just computed.
-        let hashes = CachedHashes::new(&store, hashes);
-        for (js, reply) in slots.into_iter().zip(replies) {
-            let results = js
-                .into_iter()
-                .map(|slot| match slot {
-                    Slot::Refused(e) => {
-                        self.stats.refused.fetch_add(1, Relaxed);
-                        Err(e)
-                    }
-                    Slot::New(i, id) => match &committed {
-                        // Built from what was just written: no read back, no parse.
-                        Ok(_) => {
-                            tree::prove_inclusion(placed[i].index, cp.size, &hashes).map(|proof| {
-                                let r = Receipt {
-                                    index: placed[i].index,
-                                    leaf_hash: placed[i].leaf_hash,
-                                    event_id: id,
-                                    logged_at: format_time(logged_at),
-                                    tree_size: cp.size,
-                                    checkpoint: cp.note.clone(),
-                                    inclusion_proof: proof,
-                                };
-                                (r, false)
-                            })
-                        }
-                        Err(e) => Err(e.clone()),
-                    },
-                    Slot::RepeatInGroup(i, id) => match &committed {
-                        Ok(_) => {
-                            self.stats.duplicates.fetch_add(1, Relaxed);
-                            receipt(&store, &cp, start + i as u64, id).map(|r| (r, true))
-                        }
-                        Err(e) => Err(e.clone()),
-                    },
-                    Slot::Duplicate(index, id) => {
-                        self.stats.duplicates.fetch_add(1, Relaxed);
-                        receipt(&store, &cp, index, id).map(|r| (r, true))
-                    }
-                })
-                .collect();
-            reply(results);
+        Answer {
+            slots,
+            replies,
+            committed,
+            cp,
+            placed,
+            hashes,
+            start,
+            logged_at,
         }
     }
 
@@ -493,6 +498,65 @@ impl Worker {
             actor: effects.actor,
         });
         Slot::New(slot, opened.event_id)
+    }
+}
+
+/// Builds a group's receipts and answers its waiters (on the answering thread).
+fn answer(store: &Store, stats: &Stats, a: Answer) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Answer {
+        slots,
+        replies,
+        committed,
+        cp,
+        placed,
+        hashes,
+        start,
+        logged_at,
+    } = a;
+    // The new entries' proofs mostly need hashes the commit just computed.
+    let hashes = CachedHashes::new(store, hashes);
+    let logged_at = format_time(logged_at);
+    for (js, reply) in slots.into_iter().zip(replies) {
+        let results = js
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Refused(e) => {
+                    stats.refused.fetch_add(1, Relaxed);
+                    Err(e)
+                }
+                Slot::New(i, id) => match &committed {
+                    // Built from what was just written: no read back, no parse.
+                    Ok(_) => {
+                        tree::prove_inclusion(placed[i].index, cp.size, &hashes).map(|proof| {
+                            let r = Receipt {
+                                index: placed[i].index,
+                                leaf_hash: placed[i].leaf_hash,
+                                event_id: id,
+                                logged_at: logged_at.clone(),
+                                tree_size: cp.size,
+                                checkpoint: cp.note.clone(),
+                                inclusion_proof: proof,
+                            };
+                            (r, false)
+                        })
+                    }
+                    Err(e) => Err(e.clone()),
+                },
+                Slot::RepeatInGroup(i, id) => match &committed {
+                    Ok(_) => {
+                        stats.duplicates.fetch_add(1, Relaxed);
+                        receipt(store, &cp, start + i as u64, id).map(|r| (r, true))
+                    }
+                    Err(e) => Err(e.clone()),
+                },
+                Slot::Duplicate(index, id) => {
+                    stats.duplicates.fetch_add(1, Relaxed);
+                    receipt(store, &cp, index, id).map(|r| (r, true))
+                }
+            })
+            .collect();
+        reply(results);
     }
 }
 
