@@ -504,20 +504,11 @@ impl Worker {
 /// Builds a group's receipts and answers its waiters (on the answering thread).
 fn answer(store: &Store, stats: &Stats, a: Answer) {
     use std::sync::atomic::Ordering::Relaxed;
-    let Answer {
-        slots,
-        replies,
-        committed,
-        cp,
-        placed,
-        hashes,
-        start,
-        logged_at,
-    } = a;
+    let (committed, cp, placed, start) = (&a.committed, &a.cp, &a.placed, a.start);
     // The new entries' proofs mostly need hashes the commit just computed.
-    let hashes = CachedHashes::new(store, hashes);
-    let logged_at = format_time(logged_at);
-    for (js, reply) in slots.into_iter().zip(replies) {
+    let hashes = CachedHashes::new(store, a.hashes);
+    let logged_at = format_time(a.logged_at);
+    for (js, reply) in a.slots.into_iter().zip(a.replies) {
         let results = js
             .into_iter()
             .map(|slot| match slot {
@@ -525,7 +516,7 @@ fn answer(store: &Store, stats: &Stats, a: Answer) {
                     stats.refused.fetch_add(1, Relaxed);
                     Err(e)
                 }
-                Slot::New(i, id) => match &committed {
+                Slot::New(i, id) => match committed {
                     // Built from what was just written: no read back, no parse.
                     Ok(_) => {
                         tree::prove_inclusion(placed[i].index, cp.size, &hashes).map(|proof| {
@@ -543,16 +534,16 @@ fn answer(store: &Store, stats: &Stats, a: Answer) {
                     }
                     Err(e) => Err(e.clone()),
                 },
-                Slot::RepeatInGroup(i, id) => match &committed {
+                Slot::RepeatInGroup(i, id) => match committed {
                     Ok(_) => {
                         stats.duplicates.fetch_add(1, Relaxed);
-                        receipt(store, &cp, start + i as u64, id).map(|r| (r, true))
+                        receipt(store, cp, start + i as u64, id).map(|r| (r, true))
                     }
                     Err(e) => Err(e.clone()),
                 },
                 Slot::Duplicate(index, id) => {
                     stats.duplicates.fetch_add(1, Relaxed);
-                    receipt(store, &cp, index, id).map(|r| (r, true))
+                    receipt(store, cp, index, id).map(|r| (r, true))
                 }
             })
             .collect();
