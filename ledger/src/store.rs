@@ -712,22 +712,23 @@ impl Store {
         self.db.get(key).map_err(LedgerError::storage)
     }
 
-    fn entries_cf(&self) -> &ColumnFamily {
+    /// One of the families `open` checked (or a migration created).
+    fn family(&self, name: &str) -> &ColumnFamily {
         self.db
-            .cf_handle(ENTRIES)
-            .expect("the entries family is opened with the store")
+            .cf_handle(name)
+            .expect("every family of the layout is open once the store is")
+    }
+
+    fn entries_cf(&self) -> &ColumnFamily {
+        self.family(ENTRIES)
     }
 
     fn hashes_cf(&self) -> &ColumnFamily {
-        self.db
-            .cf_handle(HASHES)
-            .expect("the hashes family is opened with the store")
+        self.family(HASHES)
     }
 
     fn ids(&self) -> &ColumnFamily {
-        self.db
-            .cf_handle(IDS)
-            .expect("the ids family is opened with the store")
+        self.family(IDS)
     }
 
     fn get_id(&self, key: &[u8]) -> Result<Option<Index>> {

@@ -246,11 +246,26 @@ fn every_answer_carries_a_distinct_request_id() {
     assert_eq!(ids.len(), 4, "{ids:?}");
 }
 
-#[test]
-fn a_full_queue_is_answered_503_with_retry_after() {
-    let node = std::sync::Arc::new(Node::start_with(&["--queue", "1", "--max-group", "64"]));
+/// A node whose append queues hold one request, with an investigator (key 2)
+/// registered; and its size then.
+fn tiny_queue_node(max_group: &str) -> (std::sync::Arc<Node>, u64) {
+    let node = Node::start_with(&["--queue", "1", "--max-group", max_group]);
     node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
     let start = node.size();
+    (std::sync::Arc::new(node), start)
+}
+
+/// Every 503 says when to retry and why.
+fn assert_told_to_retry(overloaded: &[&(u16, Option<String>, Value)]) {
+    for (_, retry, body) in overloaded {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(code(body), "overloaded");
+    }
+}
+
+#[test]
+fn a_full_queue_is_answered_503_with_retry_after() {
+    let (node, start) = tiny_queue_node("64");
     let handles: Vec<_> = (0..16)
         .map(|t| {
             let node = node.clone();
@@ -274,10 +289,7 @@ fn a_full_queue_is_answered_503_with_retry_after() {
         !overloaded.is_empty(),
         "a queue of 1 under 16 concurrent batches must overflow"
     );
-    for (_, retry, body) in &overloaded {
-        assert_eq!(retry.as_deref(), Some("1"));
-        assert_eq!(code(body), "overloaded");
-    }
+    assert_told_to_retry(&overloaded);
     let accepted = answers.iter().filter(|(s, _, _)| *s == 201).count() as u64;
     assert_eq!(accepted + overloaded.len() as u64, 16);
     assert_eq!(
@@ -292,9 +304,7 @@ fn a_full_queue_is_answered_503_with_retry_after() {
 /// every event answered 201 is in the log, and no other.
 #[test]
 fn single_events_at_a_full_queue_are_answered_503_and_nothing_acknowledged_is_lost() {
-    let node = std::sync::Arc::new(Node::start_with(&["--queue", "1", "--max-group", "4"]));
-    node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
-    let start = node.size();
+    let (node, start) = tiny_queue_node("4");
     let handles: Vec<_> = (0..32)
         .map(|t| {
             let node = node.clone();
@@ -327,10 +337,7 @@ fn single_events_at_a_full_queue_are_answered_503_and_nothing_acknowledged_is_lo
         !overloaded.is_empty(),
         "a queue of 1 under 32 concurrent clients must overflow"
     );
-    for (_, retry, body) in &overloaded {
-        assert_eq!(retry.as_deref(), Some("1"));
-        assert_eq!(code(body), "overloaded");
-    }
+    assert_told_to_retry(&overloaded);
     let receipts: Vec<&Value> = answers
         .iter()
         .filter(|(s, _, _)| *s == 201)
