@@ -47,8 +47,18 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// Tiles fetched ahead of the one being verified.
+/// Tiles fetched ahead of the ones being verified.
 const PREFETCH_TILES: usize = 8;
+
+/// One tile fetched and checked on a verifying thread: everything in it that does not
+/// depend on the entries before it (parsing, signatures, leaf hashes).
+struct CheckedTile {
+    width: u32,
+    bundle: Vec<u8>,
+    hashes: Vec<u8>,
+    prepared: Vec<ledger::error::Result<(chrono::DateTime<chrono::Utc>, ledger::envelope::Opened)>>,
+    leaves: Vec<ledger::types::LeafHash>,
+}
 
 /// Entry bundle `n` and its level-0 hash tile: (width, bundle bytes, hash bytes).
 fn fetch_tile(client: &Client, n: u64, size: u64) -> Result<(u32, Vec<u8>, Vec<u8>)> {
@@ -68,6 +78,34 @@ fn fetch_tile(client: &Client, n: u64, size: u64) -> Result<(u32, Vec<u8>, Vec<u
         client.get_bytes(&format!("/tile/{}", bundle.path()))?,
         client.get_bytes(&format!("/tile/{}", hashes.path()))?,
     ))
+}
+
+/// Splits a fetched bundle, opens its envelopes (signatures batch-checked on this
+/// thread) and hashes its leaves.
+fn check_tile(n: u64, fetched: (u32, Vec<u8>, Vec<u8>)) -> Result<CheckedTile> {
+    let (width, bundle, hashes) = fetched;
+    let entries = tree::split_bundle(&bundle)?;
+    if entries.len() != width as usize {
+        let t = TileRef {
+            level: None,
+            n,
+            width,
+        };
+        bail!(
+            "entry bundle {} holds {} entries, expected {width}",
+            t.path(),
+            entries.len()
+        );
+    }
+    let leaves = entries.iter().map(|e| leaf_hash(e)).collect();
+    let prepared = ledger::replay::prepare_here(entries);
+    Ok(CheckedTile {
+        width,
+        bundle,
+        hashes,
+        prepared,
+        leaves,
+    })
 }
 
 /// Redraws the progress line, at most every 200 ms (and at the end).
@@ -156,44 +194,60 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     let mut frontier = Frontier::new();
     let mut violations = Vec::new();
     let mut history = None;
-    let mut leaves = Vec::with_capacity(TILE_WIDTH as usize);
     let tiles = size.div_ceil(TILE_WIDTH);
     let mut shown = None;
+    // One verifying thread per core, each taking every k-th tile as the fetcher hands
+    // them out; this thread takes their results back in tile order and replays them.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
     std::thread::scope(|scope| -> Result<()> {
-        // Fetch tiles ahead on another thread while this one verifies.
-        let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_TILES);
+        let mut to_workers = Vec::with_capacity(workers);
+        let mut from_workers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(u64, Result<_>)>(PREFETCH_TILES.div_ceil(workers));
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Result<CheckedTile>>(2);
+            scope.spawn(move || {
+                for (n, fetched) in rx {
+                    let checked = fetched.and_then(|f| check_tile(n, f));
+                    if done_tx.send(checked).is_err() {
+                        return;
+                    }
+                }
+            });
+            to_workers.push(tx);
+            from_workers.push(done_rx);
+        }
         scope.spawn(move || {
             for n in 0..tiles {
                 let fetched = fetch_tile(client, n, size);
                 let failed = fetched.is_err();
-                if tx.send(fetched).is_err() || failed {
+                if to_workers[n as usize % workers].send((n, fetched)).is_err() || failed {
                     return;
                 }
             }
         });
         for n in 0..tiles {
-            // Infallible: the fetcher sends one result per tile until one fails.
-            let (width, bundle, hashes) = rx.recv().expect("tile fetcher answers")?;
-            let t = TileRef {
-                level: None,
-                n,
+            // Infallible: each worker answers once per tile it was given, in order,
+            // and the fetcher stops only after handing over a failure.
+            let tile = from_workers[n as usize % workers]
+                .recv()
+                .expect("tile verifier answers")?;
+            let CheckedTile {
                 width,
-            };
+                bundle,
+                hashes,
+                prepared,
+                leaves,
+            } = tile;
             let entries = tree::split_bundle(&bundle)?;
-            if entries.len() != width as usize {
-                bail!(
-                    "entry bundle {} holds {} entries, expected {width}",
-                    t.path(),
-                    entries.len()
-                );
-            }
-            let prepared = ledger::replay::prepare(&entries);
-            leaves.clear();
-            for ((k, bytes), prepared) in entries.iter().enumerate().zip(prepared) {
+            for (k, ((bytes, prepared), leaf)) in
+                entries.iter().zip(prepared).zip(&leaves).enumerate()
+            {
                 let index = n * TILE_WIDTH + k as u64;
-                let leaf = leaf_hash(bytes);
-                leaves.push(leaf);
-                frontier.push(leaf);
+                frontier.push(*leaf);
                 if let Some(p) = &previous {
                     if frontier.size() == p.tree_size && frontier.root() != p.root_hash {
                         history = Some(format!(

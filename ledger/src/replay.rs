@@ -262,7 +262,9 @@ pub fn prepare(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
     crate::envelope::on_all_cores(entries.to_vec(), prepare_here)
 }
 
-fn prepare_here(entries: Vec<&[u8]>) -> Vec<Result<(DateTime<Utc>, Opened)>> {
+/// [`prepare`] on the calling thread only: for callers that already keep every core
+/// busy with a share of their own (the audit verifies whole tiles, one per core).
+pub fn prepare_here(entries: Vec<&[u8]>) -> Vec<Result<(DateTime<Utc>, Opened)>> {
     let parsed: Vec<Result<Entry>> = entries.iter().map(|b| Entry::parse(b)).collect();
     let envelopes: Vec<crate::envelope::Envelope> = parsed
         .iter()
