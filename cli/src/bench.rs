@@ -77,6 +77,11 @@ pub struct Args {
     /// Seconds for each of the two Ed25519 limit measurements (0 skips them).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     limit_secs: f64,
+    /// Before measuring the limit, wait up to this many seconds for the node's storage
+    /// to finish flushes and compactions left from earlier work, so they do not share
+    /// the cores with the measurement (0: do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    settle: f64,
     /// Exit 0 even if requests or events failed (sampled receipts must still verify).
     #[arg(long)]
     allow_errors: bool,
@@ -104,7 +109,13 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
     };
     let log = CheckpointVerifier::new(&vkey)?;
     let target = Target::new(&client.url(""), Duration::from_secs(120))?;
-    let limit = measure_limit(args.limit_secs);
+    let settled = if args.limit_secs > 0.0 {
+        wait_for_idle_node(client, args.settle)
+    } else {
+        Settled::default()
+    };
+    let mut limit = measure_limit(args.limit_secs);
+    limit.settled = settled;
     let mut report = match args.proofs {
         Some(q) => bench_proofs(client, &target, &log, &args, q)?,
         None => bench_appends(client, &target, &log, &args, &limit)?,
@@ -127,6 +138,61 @@ struct Limit {
     strict_per_sec: f64,
     /// `ed25519_dalek::verify_batch` in batches of 64, all cores together.
     batch_per_sec: f64,
+    /// How long the bench waited for the node to go idle first.
+    settled: Settled,
+}
+
+/// The wait for an idle node before the limit is measured.
+#[derive(Debug, Default, Clone)]
+struct Settled {
+    seconds: f64,
+    /// The node's background jobs when the wait ended (None: it does not report them).
+    jobs_left: Option<u64>,
+}
+
+/// The node's `custody_store_background_jobs` gauge, if it reports one.
+fn background_jobs(client: &Client) -> Option<u64> {
+    let text = client.get_bytes("/metrics").ok()?;
+    let text = String::from_utf8(text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("custody_store_background_jobs "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits (at most `max_secs`) until the node reports no flush or compaction running
+/// or due, twice in a row: work left from an earlier run would otherwise take cores
+/// from the limit measurement and make every ratio look better than it is.
+fn wait_for_idle_node(client: &Client, max_secs: f64) -> Settled {
+    let started = Instant::now();
+    let mut jobs = background_jobs(client);
+    if !(max_secs > 0.0 && max_secs.is_finite()) || jobs.is_none() {
+        return Settled {
+            seconds: 0.0,
+            jobs_left: jobs,
+        };
+    }
+    let mut idle_polls = 0;
+    let mut told = false;
+    while let Some(n) = jobs {
+        idle_polls = if n == 0 { idle_polls + 1 } else { 0 };
+        if idle_polls >= 2 || started.elapsed().as_secs_f64() >= max_secs {
+            break;
+        }
+        if n > 0 && !told {
+            eprintln!("waiting for the node's storage to finish {n} flush/compaction job(s) before measuring the limit (at most {max_secs} s, --settle)…");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        jobs = background_jobs(client);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if jobs.is_some_and(|n| n > 0) {
+        eprintln!("warning: the node still has background storage work after {seconds:.0} s; the limit may read low");
+    }
+    Settled {
+        seconds,
+        jobs_left: jobs,
+    }
 }
 
 fn measure_limit(secs: f64) -> Limit {
@@ -1023,6 +1089,8 @@ impl Report {
                 "ed25519_verify_strict_per_sec": self.limit.strict_per_sec.round(),
                 "ed25519_verify_strict_per_sec_per_core": (self.limit.strict_per_sec / self.limit.cores.max(1) as f64).round(),
                 "ed25519_verify_batch_per_sec": self.limit.batch_per_sec.round(),
+                "waited_for_idle_node_secs": (self.limit.settled.seconds * 10.0).round() / 10.0,
+                "node_background_jobs_left": self.limit.settled.jobs_left,
             },
             unit: {
                 "planned": self.planned,
@@ -1099,11 +1167,21 @@ impl Report {
         );
         if l.strict_per_sec > 0.0 {
             s += &format!(
-                "limit: Ed25519 verify_strict {}/s on {} cores ({}/s per core); verify_batch {}/s\n",
+                "limit: Ed25519 verify_strict {}/s on {} cores ({}/s per core); verify_batch {}/s{}\n",
                 thousands(l.strict_per_sec),
                 l.cores,
                 thousands(l.strict_per_sec / l.cores.max(1) as f64),
-                thousands(l.batch_per_sec)
+                thousands(l.batch_per_sec),
+                match l.settled.jobs_left {
+                    Some(n) if n > 0 => format!(
+                        " (measured while the node still had {n} storage job(s) running: may read low)"
+                    ),
+                    _ if l.settled.seconds >= 0.5 => format!(
+                        " (after {:.0} s waiting for the node's storage to go idle)",
+                        l.settled.seconds
+                    ),
+                    _ => String::new(),
+                }
             );
         } else {
             s += "limit: not measured (--limit-secs 0)\n";

@@ -801,6 +801,28 @@ impl Store {
         }
     }
 
+    /// RocksDB's background work now: flushes and compactions running, plus the
+    /// families whose compaction is due but not yet started. 0 when the store is idle.
+    pub fn background_jobs(&self) -> u64 {
+        let db_wide = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let due = |cf: Option<&ColumnFamily>| {
+            let v = match cf {
+                Some(cf) => self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.compaction-pending"),
+                None => self.db.property_int_value("rocksdb.compaction-pending"),
+            };
+            v.ok().flatten().unwrap_or(0).min(1)
+        };
+        db_wide("rocksdb.num-running-compactions")
+            + db_wide("rocksdb.num-running-flushes")
+            + due(None)
+            + [self.ids(), self.entries_cf(), self.hashes_cf()]
+                .into_iter()
+                .map(|cf| due(Some(cf)))
+                .sum::<u64>()
+    }
+
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
         self.get_id(&k(b'd', &id.0))
     }

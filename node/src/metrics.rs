@@ -60,7 +60,7 @@ impl Metrics {
         tree_size: u64,
         queue_capacity: usize,
         inflight: (u64, u64),
-        memory: ledger::store::StoreMemory,
+        (memory, background_jobs): (ledger::store::StoreMemory, u64),
     ) -> String {
         let mut out = String::with_capacity(4096);
         let groups = stats.groups.load(Relaxed);
@@ -113,6 +113,12 @@ impl Metrics {
         ] {
             gauge(&mut out, name, help, v);
         }
+        gauge(
+            &mut out,
+            "custody_store_background_jobs",
+            "RocksDB flushes and compactions running, plus families whose compaction is due (0: idle).",
+            background_jobs,
+        );
         counter(
             &mut out,
             "custody_appended_total",
@@ -270,7 +276,7 @@ mod tests {
         let m = Metrics::default();
         m.refused("bad_signature", 1);
         m.request("GET", "/v1/log", 200, Duration::from_millis(2));
-        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), Default::default());
+        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 2));
         assert!(text.contains("custody_group_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"16\"} 3\n"));
@@ -281,5 +287,6 @@ mod tests {
             "custody_http_requests_total{method=\"GET\",route=\"/v1/log\",status=\"200\"} 1\n"
         ));
         assert!(text.contains("custody_tree_size 11\n"));
+        assert!(text.contains("custody_store_background_jobs 2\n"));
     }
 }

@@ -76,6 +76,11 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     );
     assert_eq!(single["mode"], "single");
     assert_clean(&single, "events");
+    // The bench read the node's storage gauge to wait for an idle node first.
+    assert!(
+        single["limit"]["node_background_jobs_left"].is_u64(),
+        "the bench saw the node's custody_store_background_jobs: {single:#}"
+    );
 
     let batch = bench(
         &node,
