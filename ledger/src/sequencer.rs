@@ -33,6 +33,111 @@ pub type Reply = Box<dyn FnOnce(Vec<Result<(Receipt, bool)>>) + Send>;
 struct Job {
     items: Vec<Result<Opened>>,
     reply: Reply,
+    prior: Option<Prior>,
+}
+
+/// Which of a job's events the log already held when its submitter looked them up
+/// ([`look_up`]), so the sequencer's serial thread need not read them from disk.
+pub struct Prior {
+    /// The log's size before the lookup: events committed at or after it are not
+    /// covered and the sequencer checks them against what it committed since.
+    size: Index,
+    /// Per item, in order: the index of the event if the log held it (None also for
+    /// items that failed to open).
+    found: Vec<Option<Index>>,
+}
+
+/// Looks up, on the calling thread, which of `items` the log already holds: a batch
+/// submitter does this while other requests are judged and committed, so a log
+/// too large for the page cache does not put a disk read per event on the one
+/// thread that orders the log. None if the read failed (the sequencer then reads).
+pub fn look_up(store: &Store, items: &[Result<Opened>]) -> Option<Prior> {
+    // The size first: an event whose commit the size already shows is in RocksDB
+    // before the read below starts; later commits the sequencer remembers itself.
+    let size = store.size();
+    let ids: Vec<EventId> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok().map(|o| o.event_id))
+        .collect();
+    let mut found = store.indexes_of_events(&ids).ok()?.into_iter();
+    let found = items
+        .iter()
+        .map(|i| match i {
+            Ok(_) => found.next().flatten(),
+            Err(_) => None,
+        })
+        .collect();
+    Some(Prior { size, found })
+}
+
+/// The events this sequencer committed most recently, by event id: what a [`Prior`]
+/// taken a few groups ago cannot know. Holds the last [`RECENT`] entries.
+struct Recent {
+    /// Index of `order[0]`.
+    floor: Index,
+    order: std::collections::VecDeque<EventId>,
+    index: HashMap<EventId, Index, IdHash>,
+}
+
+/// Entries [`Recent`] remembers: a lookup older than this many entries (a deep queue)
+/// is not trusted and the sequencer reads for it instead.
+const RECENT: usize = 1 << 16;
+
+/// Event ids are BLAKE3 hashes already: their first eight bytes are a good hash.
+#[derive(Default, Clone, Copy)]
+struct IdHash;
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+}
+
+impl Recent {
+    fn new(floor: Index) -> Recent {
+        Recent {
+            floor,
+            order: Default::default(),
+            index: HashMap::with_capacity_and_hasher(RECENT + 1, IdHash),
+        }
+    }
+
+    /// Remembers a committed group's events, `start` the first one's index.
+    fn committed(&mut self, start: Index, ids: &[EventId]) {
+        if self.floor + self.order.len() as u64 != start {
+            // Not contiguous (cannot happen with one writer): forget everything.
+            *self = Recent::new(start);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            self.order.push_back(*id);
+            self.index.insert(*id, start + i as u64);
+        }
+        while self.order.len() > RECENT {
+            let old = self.order.pop_front().expect("longer than RECENT");
+            if self.index.get(&old) == Some(&self.floor) {
+                self.index.remove(&old);
+            }
+            self.floor += 1;
+        }
+    }
+
+    /// Whether a lookup taken at `size` plus this memory covers every entry so far.
+    fn covers(&self, size: Index) -> bool {
+        size >= self.floor
+    }
 }
 
 /// Sequencer tuning.
@@ -97,6 +202,7 @@ impl Sequencer {
             config,
             stats: stats.clone(),
             last_logged,
+            recent: Recent::new(store.size()),
         };
         let thread = std::thread::Builder::new()
             .name("custody-sequencer".into())
@@ -123,6 +229,16 @@ impl Sequencer {
     /// place in the reply). Refuses with `Overloaded` when the queue is full.
     pub fn submit(&self, items: Vec<Result<Opened>>, reply: Reply) -> Result<()> {
         self.submitter.submit(items, reply)
+    }
+
+    /// [`Sequencer::submit`] with the events already looked up ([`look_up`]).
+    pub fn submit_looked_up(
+        &self,
+        items: Vec<Result<Opened>>,
+        prior: Option<Prior>,
+        reply: Reply,
+    ) -> Result<()> {
+        self.submitter.send(items, prior, reply).map_err(|(e, _)| e)
     }
 
     /// A handle that submits from any thread (a verifier thread handing over what it
@@ -187,6 +303,15 @@ impl Submitter {
         items: Vec<Result<Opened>>,
         reply: Reply,
     ) -> std::result::Result<(), (LedgerError, Reply)> {
+        self.send(items, None, reply)
+    }
+
+    fn send(
+        &self,
+        items: Vec<Result<Opened>>,
+        prior: Option<Prior>,
+        reply: Reply,
+    ) -> std::result::Result<(), (LedgerError, Reply)> {
         let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = slot.as_ref() else {
             return Err((
@@ -195,7 +320,12 @@ impl Submitter {
                 reply,
             ));
         };
-        tx.try_send(Job { items, reply }).map_err(|e| match e {
+        tx.try_send(Job {
+            items,
+            reply,
+            prior,
+        })
+        .map_err(|e| match e {
             TrySendError::Full(job) => (
                 LedgerError::new(Code::Overloaded, "the append queue is full")
                     .expected("retry after a short wait (Retry-After)"),
@@ -215,6 +345,7 @@ struct Worker {
     config: Config,
     stats: Arc<Stats>,
     last_logged: Option<DateTime<Utc>>,
+    recent: Recent,
 }
 
 /// The store as seen by an event in the middle of a group: earlier events of the
@@ -339,23 +470,37 @@ impl Worker {
             cases: HashMap::new(),
         };
         let mut new: Vec<NewEntry> = Vec::new();
-        // The de-duplication lookups of the whole group in one MultiGet; if that
-        // fails, each event looks itself up (and is refused if that fails too).
-        let ids: Vec<EventId> = jobs
-            .iter()
-            .flat_map(|j| {
-                j.items
-                    .iter()
-                    .filter_map(|i| i.as_ref().ok().map(|o| o.event_id))
-            })
-            .collect();
+        // Which events the log already holds: from the submitters' own lookups where
+        // they are recent enough (plus what this thread committed since), and for the
+        // rest one MultiGet for the group; if that fails, each event looks itself up
+        // (and is refused if that fails too).
+        let mut prior: HashMap<EventId, Index> = HashMap::new();
+        let mut ids: Vec<EventId> = Vec::new();
+        for j in &jobs {
+            let opened = j.items.iter().filter_map(|i| i.as_ref().ok());
+            match &j.prior {
+                Some(p) if self.recent.covers(p.size) => {
+                    for (item, found) in j.items.iter().zip(&p.found) {
+                        let Ok(o) = item else { continue };
+                        let known = found.or_else(|| self.recent.index.get(&o.event_id).copied());
+                        if let Some(i) = known {
+                            prior.insert(o.event_id, i);
+                        }
+                    }
+                }
+                _ => ids.extend(opened.map(|o| o.event_id)),
+            }
+        }
+        let read = if ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.indexes_of_events(&ids)
+        };
         let mut seen = Seen {
             in_group: HashMap::new(),
-            prior: store.indexes_of_events(&ids).ok().map(|v| {
-                ids.iter()
-                    .zip(v)
-                    .filter_map(|(id, i)| i.map(|i| (*id, i)))
-                    .collect()
+            prior: read.ok().map(|v| {
+                prior.extend(ids.iter().zip(v).filter_map(|(id, i)| i.map(|i| (*id, i))));
+                prior
             }),
         };
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
@@ -374,7 +519,9 @@ impl Worker {
             Ok(None)
         } else {
             let count = new.len() as u64;
+            let new_ids: Vec<EventId> = new.iter().map(|e| e.event_id).collect();
             store.commit(new).map(|c| {
+                self.recent.committed(start, &new_ids);
                 placed = c.placed;
                 hashes = c.hashes;
                 let cp = c.checkpoint;
@@ -571,4 +718,40 @@ pub fn receipt(
         checkpoint: cp.note.clone(),
         inclusion_proof: tree::prove_inclusion(index, cp.size, store)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> EventId {
+        // Spread over all bytes, like a BLAKE3 hash.
+        EventId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn recent_remembers_the_last_entries_and_says_what_it_covers() {
+        let mut r = Recent::new(100);
+        assert!(r.covers(100) && r.covers(150) && !r.covers(99));
+        let ids: Vec<EventId> = (0..RECENT as u64 + 10).map(id).collect();
+        // Two groups, contiguous: 100.. and then the rest.
+        r.committed(100, &ids[..1000]);
+        assert_eq!(r.index.get(&ids[5]), Some(&105));
+        r.committed(1100, &ids[1000..]);
+        // The oldest ten fell out; what a lookup at 110 or later missed is all here.
+        assert_eq!(r.floor, 110);
+        assert_eq!(r.order.len(), RECENT);
+        assert!(!r.covers(109) && r.covers(110));
+        assert_eq!(r.index.get(&ids[9]), None);
+        assert_eq!(r.index.get(&ids[10]), Some(&110));
+        assert_eq!(
+            r.index.get(ids.last().unwrap()),
+            Some(&(100 + RECENT as u64 + 9))
+        );
+        assert_eq!(r.index.len(), RECENT);
+        // A gap (another writer) makes it forget rather than answer wrongly.
+        r.committed(1_000_000, &[id(u64::MAX)]);
+        assert_eq!((r.floor, r.order.len(), r.index.len()), (1_000_000, 1, 1));
+        assert!(!r.covers(999_999));
+    }
 }

@@ -146,9 +146,17 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
         ));
     }
     let n = body.envelopes.len();
-    let items = blocking(move || Ok(open_batch(body.envelopes))).await?;
+    // Signatures checked and the events looked up in the store here, in parallel
+    // with other requests, not on the sequencer's thread.
+    let store = state.store.clone();
+    let (items, prior) = blocking(move || {
+        let items = open_batch(body.envelopes);
+        let prior = ledger::sequencer::look_up(&store, &items);
+        Ok((items, prior))
+    })
+    .await?;
     let outcomes = state
-        .submit(items)
+        .submit(items, prior)
         .await
         .map_err(|p| refuse_n(&state, p, n))?;
     let mut any_new = false;

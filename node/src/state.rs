@@ -9,7 +9,7 @@ use crate::problem::Problem;
 use ledger::cases::Rules;
 use ledger::envelope::{Envelope, Opened};
 use ledger::receipt::Receipt;
-use ledger::sequencer::{Reply, Sequencer, Stats, Submitter};
+use ledger::sequencer::{Prior, Reply, Sequencer, Stats, Submitter};
 use ledger::store::Store;
 use ledger::verifier::Verifier;
 use ledger::{Code, LedgerError};
@@ -112,16 +112,20 @@ impl AppState {
 
     /// Hands items to the sequencer and waits for their outcomes without blocking a
     /// runtime thread. A full queue is answered at once with `Overloaded`.
+    /// `prior`: the submitter's own lookup of which events the log holds
+    /// ([`ledger::sequencer::look_up`], done off the runtime threads), or None.
     pub async fn submit(
         &self,
         items: Vec<Result<Opened, LedgerError>>,
+        prior: Option<Prior>,
     ) -> Result<Vec<Outcome>, Problem> {
         let (tx, rx) = oneshot::channel();
         {
             let guard = self.sequencer.read().unwrap_or_else(|e| e.into_inner());
             let seq = guard.as_ref().ok_or_else(shutting_down)?;
-            seq.submit(
+            seq.submit_looked_up(
                 items,
+                prior,
                 Box::new(move |r| {
                     // The requester may have gone (timeout, disconnect); its events
                     // are logged all the same and a retry gets the same receipt.
