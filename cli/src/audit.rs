@@ -47,8 +47,14 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// Tiles fetched ahead of the ones being verified.
+/// Tiles fetched ahead of the ones being verified, shared out among the verifying
+/// threads. With at most [`MAX_VERIFIERS`] threads, each holding one tile it checks
+/// and one checked, the audit holds at most 8 + 2 × 4 + 2 = 18 tiles (bundle and
+/// opened envelopes) at once, however many cores the machine has.
 const PREFETCH_TILES: usize = 8;
+
+/// Verifying threads at most (one per core up to this).
+const MAX_VERIFIERS: usize = 4;
 
 /// One tile fetched and checked on a verifying thread: everything in it that does not
 /// depend on the entries before it (parsing, signatures, leaf hashes).
@@ -201,14 +207,14 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 16);
+        .clamp(1, MAX_VERIFIERS);
     std::thread::scope(|scope| -> Result<()> {
         let mut to_workers = Vec::with_capacity(workers);
         let mut from_workers = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (tx, rx) =
                 std::sync::mpsc::sync_channel::<(u64, Result<_>)>(PREFETCH_TILES.div_ceil(workers));
-            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Result<CheckedTile>>(2);
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Result<CheckedTile>>(1);
             scope.spawn(move || {
                 for (n, fetched) in rx {
                     let checked = fetched.and_then(|f| check_tile(n, f));

@@ -79,7 +79,8 @@ pub struct Args {
     limit_secs: f64,
     /// Before measuring the limit, wait up to this many seconds for the node's storage
     /// to finish flushes and compactions left from earlier work, so they do not share
-    /// the cores with the measurement (0: do not wait).
+    /// the cores with the measurement (0: do not wait). Only matters when the node
+    /// runs on this machine: use 0 against a node elsewhere.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     settle: f64,
     /// Exit 0 even if requests or events failed (sampled receipts must still verify).
@@ -146,8 +147,11 @@ struct Limit {
 #[derive(Debug, Default, Clone)]
 struct Settled {
     seconds: f64,
-    /// The node's background jobs when the wait ended (None: it does not report them).
+    /// The node's background jobs at the last reading (None: it reports none, or
+    /// the gauge could not be read).
     jobs_left: Option<u64>,
+    /// Whether the wait ended with the node seen idle twice in a row.
+    idle: bool,
 }
 
 /// The node's `custody_store_background_jobs` gauge, if it reports one.
@@ -161,37 +165,48 @@ fn background_jobs(client: &Client) -> Option<u64> {
 
 /// Waits (at most `max_secs`) until the node reports no flush or compaction running
 /// or due, twice in a row: work left from an earlier run would otherwise take cores
-/// from the limit measurement and make every ratio look better than it is.
+/// from the limit measurement and make every ratio look better than it is. A node
+/// that does not report the gauge is not waited for; a reading that fails part-way
+/// is retried until the deadline.
 fn wait_for_idle_node(client: &Client, max_secs: f64) -> Settled {
     let started = Instant::now();
-    let mut jobs = background_jobs(client);
-    if !(max_secs > 0.0 && max_secs.is_finite()) || jobs.is_none() {
+    let mut last = background_jobs(client);
+    if !(max_secs > 0.0 && max_secs.is_finite()) || last.is_none() {
         return Settled {
-            seconds: 0.0,
-            jobs_left: jobs,
+            jobs_left: last,
+            ..Settled::default()
         };
     }
-    let mut idle_polls = 0;
+    let mut idle_polls = usize::from(last == Some(0));
     let mut told = false;
-    while let Some(n) = jobs {
-        idle_polls = if n == 0 { idle_polls + 1 } else { 0 };
-        if idle_polls >= 2 || started.elapsed().as_secs_f64() >= max_secs {
-            break;
-        }
-        if n > 0 && !told {
+    while idle_polls < 2 && started.elapsed().as_secs_f64() < max_secs {
+        if let (Some(n @ 1..), false) = (last, told) {
             eprintln!("waiting for the node's storage to finish {n} flush/compaction job(s) before measuring the limit (at most {max_secs} s, --settle)…");
             told = true;
         }
         std::thread::sleep(Duration::from_millis(250));
-        jobs = background_jobs(client);
+        let reading = background_jobs(client);
+        idle_polls = if reading == Some(0) {
+            idle_polls + 1
+        } else {
+            0
+        };
+        if reading.is_some() {
+            last = reading;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
-    if jobs.is_some_and(|n| n > 0) {
-        eprintln!("warning: the node still has background storage work after {seconds:.0} s; the limit may read low");
+    let idle = idle_polls >= 2;
+    if !idle {
+        eprintln!(
+            "warning: the node was not seen idle within {seconds:.0} s (last reading: {}); the limit may read low",
+            last.map_or("none".to_owned(), |n| format!("{n} storage job(s)"))
+        );
     }
     Settled {
         seconds,
-        jobs_left: jobs,
+        jobs_left: last,
+        idle,
     }
 }
 
@@ -1091,6 +1106,7 @@ impl Report {
                 "ed25519_verify_batch_per_sec": self.limit.batch_per_sec.round(),
                 "waited_for_idle_node_secs": (self.limit.settled.seconds * 10.0).round() / 10.0,
                 "node_background_jobs_left": self.limit.settled.jobs_left,
+                "node_seen_idle": self.limit.settled.idle,
             },
             unit: {
                 "planned": self.planned,
@@ -1172,13 +1188,14 @@ impl Report {
                 l.cores,
                 thousands(l.strict_per_sec / l.cores.max(1) as f64),
                 thousands(l.batch_per_sec),
-                match l.settled.jobs_left {
-                    Some(n) if n > 0 => format!(
-                        " (measured while the node still had {n} storage job(s) running: may read low)"
+                match (&l.settled, l.settled.jobs_left) {
+                    (st, Some(_)) if !st.idle && st.seconds > 0.0 => format!(
+                        " (the node was not seen idle within {:.0} s: may read low)",
+                        st.seconds
                     ),
-                    _ if l.settled.seconds >= 0.5 => format!(
+                    (st, _) if st.idle && st.seconds >= 0.5 => format!(
                         " (after {:.0} s waiting for the node's storage to go idle)",
-                        l.settled.seconds
+                        st.seconds
                     ),
                     _ => String::new(),
                 }

@@ -76,42 +76,21 @@ struct Recent {
     /// Index of `order[0]`.
     floor: Index,
     order: std::collections::VecDeque<EventId>,
-    index: HashMap<EventId, Index, IdHash>,
+    /// Keyed with the standard library's random hasher: event ids are hashes of
+    /// payloads a signer chooses, so their own bits could be ground to collide.
+    index: HashMap<EventId, Index>,
 }
 
 /// Entries [`Recent`] remembers: a lookup older than this many entries (a deep queue)
 /// is not trusted and the sequencer reads for it instead.
 const RECENT: usize = 1 << 16;
 
-/// Event ids are BLAKE3 hashes already: their first eight bytes are a good hash.
-#[derive(Default, Clone, Copy)]
-struct IdHash;
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-struct IdHasher(u64);
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-}
-
 impl Recent {
     fn new(floor: Index) -> Recent {
         Recent {
             floor,
             order: Default::default(),
-            index: HashMap::with_capacity_and_hasher(RECENT + 1, IdHash),
+            index: HashMap::with_capacity(RECENT + 1),
         }
     }
 
@@ -134,9 +113,10 @@ impl Recent {
         }
     }
 
-    /// Whether a lookup taken at `size` plus this memory covers every entry so far.
-    fn covers(&self, size: Index) -> bool {
-        size >= self.floor
+    /// Whether a lookup taken at `size` plus this memory covers every entry below
+    /// `start` (the next entry's index).
+    fn covers(&self, size: Index, start: Index) -> bool {
+        size >= self.floor && size <= start && self.floor + self.order.len() as u64 == start
     }
 }
 
@@ -479,7 +459,7 @@ impl Worker {
         for j in &jobs {
             let opened = j.items.iter().filter_map(|i| i.as_ref().ok());
             match &j.prior {
-                Some(p) if self.recent.covers(p.size) => {
+                Some(p) if p.found.len() == j.items.len() && self.recent.covers(p.size, start) => {
                     for (item, found) in j.items.iter().zip(&p.found) {
                         let Ok(o) = item else { continue };
                         let known = found.or_else(|| self.recent.index.get(&o.event_id).copied());
@@ -521,7 +501,9 @@ impl Worker {
             let count = new.len() as u64;
             let new_ids: Vec<EventId> = new.iter().map(|e| e.event_id).collect();
             store.commit(new).map(|c| {
-                self.recent.committed(start, &new_ids);
+                if let Some(first) = c.placed.first() {
+                    self.recent.committed(first.index, &new_ids);
+                }
                 placed = c.placed;
                 hashes = c.hashes;
                 let cp = c.checkpoint;
@@ -732,7 +714,9 @@ mod tests {
     #[test]
     fn recent_remembers_the_last_entries_and_says_what_it_covers() {
         let mut r = Recent::new(100);
-        assert!(r.covers(100) && r.covers(150) && !r.covers(99));
+        assert!(r.covers(100, 100) && !r.covers(99, 100));
+        // A lookup from the future, or a start it does not reach, is not covered.
+        assert!(!r.covers(101, 100) && !r.covers(100, 101));
         let ids: Vec<EventId> = (0..RECENT as u64 + 10).map(id).collect();
         // Two groups, contiguous: 100.. and then the rest.
         r.committed(100, &ids[..1000]);
@@ -741,7 +725,8 @@ mod tests {
         // The oldest ten fell out; what a lookup at 110 or later missed is all here.
         assert_eq!(r.floor, 110);
         assert_eq!(r.order.len(), RECENT);
-        assert!(!r.covers(109) && r.covers(110));
+        let next = 100 + RECENT as u64 + 10;
+        assert!(!r.covers(109, next) && r.covers(110, next) && r.covers(next, next));
         assert_eq!(r.index.get(&ids[9]), None);
         assert_eq!(r.index.get(&ids[10]), Some(&110));
         assert_eq!(
@@ -752,6 +737,6 @@ mod tests {
         // A gap (another writer) makes it forget rather than answer wrongly.
         r.committed(1_000_000, &[id(u64::MAX)]);
         assert_eq!((r.floor, r.order.len(), r.index.len()), (1_000_000, 1, 1));
-        assert!(!r.covers(999_999));
+        assert!(!r.covers(999_999, 1_000_001) && r.covers(1_000_000, 1_000_001));
     }
 }

@@ -162,10 +162,15 @@ pub fn verify_batch(items: &[Pending]) -> bool {
     let mut xof = h.finalize_xof();
     let mut b_coeff = Scalar::ZERO;
     let mut zs = Vec::with_capacity(items.len());
-    // One coefficient per distinct key: (index of its first signature, Σ zᵢkᵢ).
-    let mut keys: Vec<(usize, Scalar)> = Vec::with_capacity(items.len());
-    let mut index: std::collections::HashMap<&[u8], usize> =
-        std::collections::HashMap::with_capacity(items.len());
+    // One coefficient per distinct key: (index of its first signature, Σ zᵢkᵢ). A
+    // key's bytes name one point (only canonical encodings pass), so grouping by
+    // bytes is grouping by point. The sums are reduced mod L, which changes a key's
+    // torsion component (if it has one) before the cofactor clears it: the merged
+    // equation equals the unmerged one only because the check is cofactored.
+    let mut keys: Vec<(usize, Scalar)> = Vec::new();
+    // Built only once a second key appears.
+    let mut index: std::collections::HashMap<&[u8], usize> = Default::default();
+    let mut last_slot = 0;
     for (i, p) in items.iter().enumerate() {
         let mut z = [0u8; 16];
         xof.fill(&mut z);
@@ -173,15 +178,27 @@ pub fn verify_batch(items: &[Pending]) -> bool {
         b_coeff += z * p.s;
         zs.push(z);
         let key = p.key_bytes();
-        // Most batches hold one signer, or runs of one: check the last key first.
-        let slot = match keys.last() {
-            Some(&(first, _)) if items[first].key_bytes() == key => keys.len() - 1,
-            _ => *index.entry(key).or_insert_with(|| {
-                keys.push((i, Scalar::ZERO));
-                keys.len() - 1
-            }),
-        };
-        keys[slot].1 += z * p.k;
+        // Most batches hold one signer, or runs of one: the previous signature's key
+        // first.
+        let same_as_last = keys
+            .get(last_slot)
+            .is_some_and(|&(first, _)| items[first].key_bytes() == key);
+        if !same_as_last {
+            if keys.len() == 1 {
+                index.insert(items[keys[0].0].key_bytes(), 0);
+            }
+            last_slot = match index.get(key) {
+                Some(&slot) => slot,
+                None => {
+                    keys.push((i, Scalar::ZERO));
+                    if keys.len() > 1 {
+                        index.insert(key, keys.len() - 1);
+                    }
+                    keys.len() - 1
+                }
+            };
+        }
+        keys[last_slot].1 += z * p.k;
     }
     let scalars = std::iter::once(-b_coeff)
         .chain(zs)
@@ -288,6 +305,51 @@ mod tests {
         swapped[0] = Pending::new(&pk, &s1, &[&msgs[0]]).unwrap();
         swapped[1] = Pending::new(&pk, &s0, &[&msgs[1]]).unwrap();
         assert!(!verify_batch(&swapped));
+    }
+
+    /// A key with a torsion component (A + T): its merged term differs from the sum
+    /// of its unmerged ones by a torsion point, which the cofactor clears. Valid
+    /// signatures by it pass together; a bad one still fails the batch and only itself.
+    #[test]
+    fn signatures_by_a_key_with_torsion_share_a_term_soundly() {
+        let a = Scalar::from(987_654_321u64);
+        let big_a = ED25519_BASEPOINT_POINT * a + EIGHT_TORSION[1];
+        let pk = PublicKey::from_bytes(&big_a.compress().to_bytes()).unwrap();
+        let sign = |n: u64, msg: &[u8]| -> [u8; 64] {
+            let r = Scalar::from(1_000 + n);
+            let r_bytes = (ED25519_BASEPOINT_POINT * r).compress().to_bytes();
+            let mut h = Sha512::new();
+            h.update(r_bytes);
+            h.update(pk.bytes);
+            h.update(msg);
+            let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r_bytes);
+            sig[32..].copy_from_slice((r + k * a).as_bytes());
+            sig
+        };
+        let msgs: Vec<[u8; 8]> = (0..24u64).map(u64::to_le_bytes).collect();
+        let good: Vec<Pending> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if i % 4 == 3 {
+                    let (other, sig) = signed(i as u8, m);
+                    Pending::new(&other, &sig, &[m]).unwrap()
+                } else {
+                    Pending::new(&pk, &sign(i as u64, m), &[m]).unwrap()
+                }
+            })
+            .collect();
+        assert!(good.iter().all(Pending::verify));
+        assert!(verify_batch(&good));
+        let mut items = good.clone();
+        items[5] = Pending::new(&pk, &sign(5, b"another message"), &[&msgs[5]]).unwrap();
+        assert!(!verify_batch(&items));
+        let verdicts = verify_each(&items);
+        for (i, v) in verdicts.iter().enumerate() {
+            assert_eq!(*v, i != 5, "signature {i}");
+        }
     }
 
     #[test]
