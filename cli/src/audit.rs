@@ -202,8 +202,9 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     let mut history = None;
     let tiles = size.div_ceil(TILE_WIDTH);
     let mut shown = None;
-    // One verifying thread per core, each taking every k-th tile as the fetcher hands
-    // them out; this thread takes their results back in tile order and replays them.
+    // One verifying thread per core (at most MAX_VERIFIERS), each taking every k-th
+    // tile as the fetcher hands them out; this thread takes their results back in
+    // tile order and replays them.
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
