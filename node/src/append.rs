@@ -100,6 +100,7 @@ struct BatchBody {
 /// are refused; only a malformed or oversize request, or an overloaded node, fails
 /// it entirely.
 pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<Response, Problem> {
+    let mut clock = Stages::start();
     require_json(req.headers()).map_err(|p| refuse(&state, p))?;
     let (bytes, _held) = body_bytes(
         req,
@@ -110,6 +111,7 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
     )
     .await
     .map_err(|p| refuse(&state, p))?;
+    clock.lap();
     let body: BatchBody = serde_json::from_slice(&bytes).map_err(|e| {
         refuse(
             &state,
@@ -145,20 +147,24 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
             ),
         ));
     }
+    clock.lap();
     let n = body.envelopes.len();
     // Signatures checked and the events looked up in the store here, in parallel
     // with other requests, not on the sequencer's thread.
     let store = state.store.clone();
-    let (items, prior) = blocking(move || {
+    let (items, prior, looking) = blocking(move || {
         let items = open_batch(body.envelopes);
+        let t = std::time::Instant::now();
         let prior = ledger::sequencer::look_up(&store, &items);
-        Ok((items, prior))
+        Ok((items, prior, t.elapsed()))
     })
     .await?;
+    clock.lap_split(looking);
     let outcomes = state
         .submit(items, prior)
         .await
         .map_err(|p| refuse_n(&state, p, n))?;
+    clock.lap();
     let mut any_new = false;
     let mut body = Vec::with_capacity(outcomes.len() * 1800 + 16);
     body.extend_from_slice(b"{\"results\":[");
@@ -192,7 +198,50 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, body))
+    let resp = json_response(status, body);
+    clock.lap();
+    state.metrics.batch_stages(clock.laps);
+    Ok(resp)
+}
+
+/// Times a batch request's stages ([`crate::metrics::BATCH_STAGES`]) one lap each.
+struct Stages {
+    last: std::time::Instant,
+    laps: [std::time::Duration; crate::metrics::BATCH_STAGES.len()],
+    done: usize,
+}
+
+impl Stages {
+    fn start() -> Stages {
+        Stages {
+            last: std::time::Instant::now(),
+            laps: Default::default(),
+            done: 0,
+        }
+    }
+
+    /// Ends two laps at once, the second of which took `second` of the time.
+    fn lap_split(&mut self, second: std::time::Duration) {
+        let now = std::time::Instant::now();
+        let both = now - self.last;
+        let second = second.min(both);
+        self.record(both - second);
+        self.record(second);
+        self.last = now;
+    }
+
+    fn lap(&mut self) {
+        let now = std::time::Instant::now();
+        self.record(now - self.last);
+        self.last = now;
+    }
+
+    fn record(&mut self, took: std::time::Duration) {
+        if let Some(l) = self.laps.get_mut(self.done) {
+            *l = took;
+        }
+        self.done += 1;
+    }
 }
 
 /// Parses and opens every envelope, keeping each one's place so the reply lines up.

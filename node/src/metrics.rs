@@ -20,7 +20,15 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Non-cumulative counts per bound of [`HTTP_BOUNDS_S`], plus one overflow slot.
     latency: Mutex<([u64; HTTP_BOUNDS_S.len() + 1], f64)>,
+    /// Batch appends answered, and microseconds they spent in each of [`BATCH_STAGES`].
+    batch_stages: (AtomicU64, [AtomicU64; BATCH_STAGES.len()]),
 }
+
+/// The stages of `POST /v1/events:batch`, in order: reading the body, parsing it,
+/// opening the envelopes (a blocking thread, signature checks on all cores), looking
+/// the events up in the store, waiting for the sequencer (queue, judging, commit,
+/// receipts), and writing the answer's bytes.
+pub const BATCH_STAGES: [&str; 6] = ["body", "parse", "open", "lookup", "sequencer", "respond"];
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a counter lock cannot leave a counter half-written.
@@ -50,6 +58,14 @@ impl Metrics {
             .unwrap_or(HTTP_BOUNDS_S.len());
         l.0[slot] += 1;
         l.1 += s;
+    }
+
+    /// Adds one answered batch request's time in each of [`BATCH_STAGES`].
+    pub fn batch_stages(&self, took: [Duration; BATCH_STAGES.len()]) {
+        self.batch_stages.0.fetch_add(1, Relaxed);
+        for (sum, t) in self.batch_stages.1.iter().zip(took) {
+            sum.fetch_add(t.as_micros() as u64, Relaxed);
+        }
     }
 
     /// The whole exposition.
@@ -119,6 +135,25 @@ impl Metrics {
             "RocksDB flushes and compactions running, plus families whose compaction is due (0: idle).",
             background_jobs,
         );
+        counter(
+            &mut out,
+            "custody_batch_requests_total",
+            "Batch appends answered (the denominator of custody_batch_stage_seconds_total).",
+            self.batch_stages.0.load(Relaxed),
+        );
+        header(
+            &mut out,
+            "custody_batch_stage_seconds_total",
+            "Time batch appends spent in each stage, summed over requests: body, parse, open (signature checks), lookup (de-duplication index), sequencer (queue, judging, commit, receipts), respond.",
+            "counter",
+        );
+        for (stage, sum) in BATCH_STAGES.iter().zip(&self.batch_stages.1) {
+            let _ = writeln!(
+                out,
+                "custody_batch_stage_seconds_total{{stage=\"{stage}\"}} {}",
+                sum.load(Relaxed) as f64 / 1e6
+            );
+        }
         counter(
             &mut out,
             "custody_appended_total",
@@ -288,5 +323,18 @@ mod tests {
         ));
         assert!(text.contains("custody_tree_size 11\n"));
         assert!(text.contains("custody_store_background_jobs 2\n"));
+        m.batch_stages([
+            Duration::from_millis(3),
+            Duration::ZERO,
+            Duration::from_micros(1500),
+            Duration::from_micros(700),
+            Duration::from_millis(20),
+            Duration::ZERO,
+        ]);
+        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 0));
+        assert!(text.contains("custody_batch_requests_total 1\n"), "{text}");
+        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"open\"} 0.0015\n"));
+        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"lookup\"} 0.0007\n"));
+        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"sequencer\"} 0.02\n"));
     }
 }

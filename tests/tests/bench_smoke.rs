@@ -100,6 +100,25 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     );
     assert_eq!(batch["mode"], "batch");
     assert_clean(&batch, "events");
+    // The node timed each batch request's stages: as many requests as the bench
+    // sent, and time spent checking signatures and in the sequencer.
+    let metrics = node.get("/metrics").text();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(
+        value("custody_batch_requests_total"),
+        batch["requests"]["count"].as_f64().unwrap_or(-1.0),
+        "{batch:#}"
+    );
+    for stage in ["open", "sequencer"] {
+        let name = format!("custody_batch_stage_seconds_total{{stage=\"{stage}\"}}");
+        assert!(value(&name) > 0.0, "{name} is zero:\n{metrics}");
+    }
 
     let proofs = bench(
         &node,
