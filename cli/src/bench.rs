@@ -154,6 +154,25 @@ struct Settled {
     idle: bool,
 }
 
+impl Settled {
+    /// What the report's limit line says of the wait (nothing when there was none).
+    fn note(&self) -> String {
+        if self.idle && self.seconds >= 0.5 {
+            format!(
+                " (after {:.0} s waiting for the node's storage to go idle)",
+                self.seconds
+            )
+        } else if !self.idle && self.jobs_left.is_some() && self.seconds > 0.0 {
+            format!(
+                " (the node was not seen idle within {:.0} s: may read low)",
+                self.seconds
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// The node's `custody_store_background_jobs` gauge, if it reports one.
 fn background_jobs(client: &Client) -> Option<u64> {
     let text = client.get_bytes("/metrics").ok()?;
@@ -1188,17 +1207,7 @@ impl Report {
                 l.cores,
                 thousands(l.strict_per_sec / l.cores.max(1) as f64),
                 thousands(l.batch_per_sec),
-                match (&l.settled, l.settled.jobs_left) {
-                    (st, Some(_)) if !st.idle && st.seconds > 0.0 => format!(
-                        " (the node was not seen idle within {:.0} s: may read low)",
-                        st.seconds
-                    ),
-                    (st, _) if st.idle && st.seconds >= 0.5 => format!(
-                        " (after {:.0} s waiting for the node's storage to go idle)",
-                        st.seconds
-                    ),
-                    _ => String::new(),
-                }
+                l.settled.note()
             );
         } else {
             s += "limit: not measured (--limit-secs 0)\n";

@@ -132,7 +132,7 @@ impl Metrics {
         gauge(
             &mut out,
             "custody_store_background_jobs",
-            "RocksDB flushes and compactions running, plus families whose compaction is due (0: idle).",
+            "RocksDB flushes and compactions running, plus those due but not yet started, per family (0: idle).",
             background_jobs,
         );
         counter(

@@ -167,6 +167,15 @@ pub fn reference_to(receipt: &Value) -> Value {
     )
 }
 
+/// The value of the `/metrics` sample named exactly `name` (labels included, e.g.
+/// `custody_batch_stage_seconds_total{stage="open"}`) in the exposition `text`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
 /// The problem code of an answer.
 pub fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("<no code>")

@@ -255,8 +255,37 @@ fn tiny_queue_node(max_group: &str) -> (std::sync::Arc<Node>, u64) {
     (std::sync::Arc::new(node), start)
 }
 
+/// What a client needs from an answer here: status, Retry-After, body.
+type Told = (u16, Option<String>, Value);
+
+fn told(a: Answer) -> Told {
+    (
+        a.status,
+        a.header("retry-after").map(str::to_owned),
+        a.json(),
+    )
+}
+
+/// Runs `client(t)` on `n` threads at once, against `node`; every thread's answers.
+fn clients(
+    node: &std::sync::Arc<Node>,
+    n: usize,
+    client: impl Fn(&Node, usize) -> Vec<Told> + Send + Sync + Copy + 'static,
+) -> Vec<Told> {
+    let handles: Vec<_> = (0..n)
+        .map(|t| {
+            let node = node.clone();
+            std::thread::spawn(move || client(&node, t))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
 /// Every 503 says when to retry and why.
-fn assert_told_to_retry(overloaded: &[&(u16, Option<String>, Value)]) {
+fn assert_told_to_retry(overloaded: &[&Told]) {
     for (_, retry, body) in overloaded {
         assert_eq!(retry.as_deref(), Some("1"));
         assert_eq!(code(body), "overloaded");
@@ -266,23 +295,14 @@ fn assert_told_to_retry(overloaded: &[&(u16, Option<String>, Value)]) {
 #[test]
 fn a_full_queue_is_answered_503_with_retry_after() {
     let (node, start) = tiny_queue_node("64");
-    let handles: Vec<_> = (0..16)
-        .map(|t| {
-            let node = node.clone();
-            std::thread::spawn(move || {
-                let envs: Vec<Value> = (0..200)
-                    .map(|i| sign(&key(2), &scan(&format!("Q{t}-{i}"))))
-                    .collect();
-                let a = node.post_json("/v1/events:batch", &json!({"envelopes": envs}));
-                (
-                    a.status,
-                    a.header("retry-after").map(str::to_owned),
-                    a.json(),
-                )
-            })
-        })
-        .collect();
-    let answers: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let answers = clients(&node, 16, |node, t| {
+        let envs: Vec<Value> = (0..200)
+            .map(|i| sign(&key(2), &scan(&format!("Q{t}-{i}"))))
+            .collect();
+        vec![told(
+            node.post_json("/v1/events:batch", &json!({"envelopes": envs})),
+        )]
+    });
     let overloaded: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
     eprintln!("{} of 16 batches were told to retry", overloaded.len());
     assert!(
@@ -305,28 +325,13 @@ fn a_full_queue_is_answered_503_with_retry_after() {
 #[test]
 fn single_events_at_a_full_queue_are_answered_503_and_nothing_acknowledged_is_lost() {
     let (node, start) = tiny_queue_node("4");
-    let handles: Vec<_> = (0..32)
-        .map(|t| {
-            let node = node.clone();
-            std::thread::spawn(move || {
-                (0..15)
-                    .map(|i| {
-                        let a = node
-                            .post_json("/v1/events", &sign(&key(2), &scan(&format!("S{t}-{i}"))));
-                        (
-                            a.status,
-                            a.header("retry-after").map(str::to_owned),
-                            a.json(),
-                        )
-                    })
-                    .collect::<Vec<_>>()
+    let answers = clients(&node, 32, |node, t| {
+        (0..15)
+            .map(|i| {
+                told(node.post_json("/v1/events", &sign(&key(2), &scan(&format!("S{t}-{i}")))))
             })
-        })
-        .collect();
-    let answers: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+            .collect()
+    });
     let overloaded: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
     eprintln!(
         "{} of {} single events were told to retry",

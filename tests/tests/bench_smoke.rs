@@ -103,13 +103,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     // The node timed each batch request's stages: as many requests as the bench
     // sent, and time spent checking signatures and in the sequencer.
     let metrics = node.get("/metrics").text();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert_eq!(
         value("custody_batch_requests_total"),
         batch["requests"]["count"].as_f64().unwrap_or(-1.0),

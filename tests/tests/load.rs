@@ -4,11 +4,9 @@
 use custody_e2e::*;
 use std::sync::Arc;
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+/// A counter from the exposition `text` (see [`metric`]).
+fn count(text: &str, name: &str) -> u64 {
+    metric(text, name) as u64
 }
 
 #[test]
@@ -52,8 +50,8 @@ fn a_thousand_concurrent_appends_are_committed_in_far_fewer_groups() {
     assert_eq!(all, expected, "every append got its own index, none lost");
     assert_eq!(node.size(), start + threads * each);
     let text = node.get("/metrics").text();
-    let groups = metric(&text, "custody_groups_total");
-    let appended = metric(&text, "custody_appended_total");
+    let groups = count(&text, "custody_groups_total");
+    let appended = count(&text, "custody_appended_total");
     assert_eq!(
         appended,
         1 + threads * each,
@@ -64,6 +62,6 @@ fn a_thousand_concurrent_appends_are_committed_in_far_fewer_groups() {
         groups < 500,
         "group commit should merge concurrent appends: {groups} groups for 1,000 events"
     );
-    assert_eq!(metric(&text, "custody_group_size_count"), groups);
-    assert_eq!(metric(&text, "custody_group_size_sum"), appended);
+    assert_eq!(count(&text, "custody_group_size_count"), groups);
+    assert_eq!(count(&text, "custody_group_size_sum"), appended);
 }

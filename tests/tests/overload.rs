@@ -181,12 +181,7 @@ fn sustained_overload_is_shed_with_503_and_memory_stays_bounded() {
 
 /// The gauge of request-body bytes charged to requests in flight (/metrics).
 fn inflight(node: &Node) -> u64 {
-    node.get("/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("custody_inflight_body_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("custody_inflight_body_bytes in /metrics")
+    metric(&node.get("/metrics").text(), "custody_inflight_body_bytes") as u64
 }
 
 /// Bodies still on their way hold the budget of --max-inflight-bytes; a request that
