@@ -1,12 +1,17 @@
 //! The RocksDB store: the only module that touches disk (spec/storage.md).
 //!
-//! Four column families (layout 3), one-byte key prefixes:
+//! Four column families (layout 4), one-byte key prefixes:
 //! - `entries`: `e`+index → entry bytes (verbatim);
-//! - `hashes`: `h`+stored-hash index → 32-byte hash;
+//! - `hashes`: `t`+n → the 510 stored hashes below level 8 of full tile n (leaves
+//!   256n..256n+255), concatenated in stored-hash order: a proof's lower levels are
+//!   one read;
 //! - `ids`: `d`+event_id → index (de-duplication), `l`+leaf hash → index;
 //! - default: `c`+size → checkpoint note (history), `a`+key → actor (JSON),
-//!   `s`+case → case state (JSON), `b`+blake3 → blob bytes, `u`+level+n → copy of an
-//!   upper tree hash, `m` → latest checkpoint size, `v` → layout version.
+//!   `s`+case → case state (JSON), `b`+blake3 → blob bytes, `u`+level+n → a tree
+//!   hash at level 8 or above, `m` → latest checkpoint size, `v` → layout version.
+//!
+//! The hashes of the partial tile at the right edge (fewer than 256 leaves) are not
+//! stored: they are kept in memory and, on open, hashed again from those entries.
 //!
 //! `entries` and `hashes` are written in key order only, so their files are moved
 //! down the levels, never rewritten. The `ids` keys are random and most lookups of
@@ -42,13 +47,16 @@ const META_LAYOUT: &[u8] = b"v";
 const IDS: &str = "ids";
 /// The column family of the entries (`e` keys), written in index order.
 const ENTRIES: &str = "entries";
-/// The column family of the stored tree hashes (`h` keys), written in index order.
+/// The column family of the full tiles' lower hashes (`t` keys), written in order.
 const HASHES: &str = "hashes";
-/// The key layout this code writes: 3 = entries, tree hashes and the indexes each in
-/// a column family of their own, and `u` keys. Layout 2 (entries and hashes in the
-/// default family) and layout 1 (every key in the default family, no `u` or `v`
-/// key) are migrated when opened; an older release cannot open the store afterwards.
-const LAYOUT: u64 = 3;
+/// The key layout this code writes: 4 = entries, tiles of tree hashes and the
+/// indexes each in a column family of their own, and `u` keys. Older layouts are
+/// migrated when opened: 3 (every stored hash its own `h` key in `hashes`), 2
+/// (entries and `h` hashes in the default family) and 1 (every key in the default
+/// family, no `u` or `v` key). An older release cannot open the store afterwards.
+const LAYOUT: u64 = 4;
+/// Stored hashes of a full tile below level 8 (256 + 128 + … + 2).
+const TILE_HASHES: usize = 510;
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + id.len());
@@ -59,11 +67,34 @@ fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
 fn ku(prefix: u8, n: u64) -> Vec<u8> {
     k(prefix, &n.to_be_bytes())
 }
-/// `ku(b'h', i)` without an allocation.
-fn hash_key(i: u64) -> [u8; 9] {
-    let mut key = [b'h'; 9];
-    key[1..].copy_from_slice(&i.to_be_bytes());
+/// `t` ‖ n: the key of full tile n's lower hashes.
+fn tile_key(n: u64) -> [u8; 9] {
+    let mut key = [b't'; 9];
+    key[1..].copy_from_slice(&n.to_be_bytes());
     key
+}
+
+/// The stored-hash index of tile n's first hash (its first leaf's).
+fn tile_base(n: u64) -> u64 {
+    tlog_tiles::stored_hash_index(0, n * tree::TILE_WIDTH)
+}
+
+/// Where a stored hash below level 8 lives: (tile, position in the tile's hashes).
+fn in_tile(index: u64) -> Option<(u64, usize)> {
+    let (level, k) = tlog_tiles::split_stored_hash_index(index);
+    if level >= UPPER_LEVEL {
+        return None;
+    }
+    let n = k >> (UPPER_LEVEL - level);
+    Some((n, (index - tile_base(n)) as usize))
+}
+
+/// The stored hashes of the partial tile at the tree's right edge, in stored-hash
+/// order from [`tile_base`]`(tile)`: fewer than [`TILE_HASHES`].
+#[derive(Debug, Clone, Default)]
+struct Edge {
+    tile: u64,
+    hashes: Vec<Hash>,
 }
 
 /// `u` ‖ level ‖ n: the copy of stored hash (level, n), for levels ≥ [`UPPER_LEVEL`].
@@ -93,7 +124,7 @@ pub struct StoreMemory {
     pub block_cache: u64,
     pub table_readers: u64,
     pub memtables: u64,
-    /// The tree's upper levels kept in memory.
+    /// The tree hashes kept in memory: the upper levels and the partial tile's.
     pub upper_levels: u64,
 }
 
@@ -125,6 +156,8 @@ pub struct Store {
     /// about one hash in 128, 2.5 MB for 10M entries. Every proof and root needs
     /// about log₂(n) - 8 of them, so proofs read RocksDB only for the levels below.
     upper: RwLock<Vec<Vec<Hash>>>,
+    /// The partial tile's hashes; every tile left of it is a `t` key.
+    edge: RwLock<Edge>,
     /// Serialises commits: one writer orders the log.
     commit_lock: Mutex<()>,
 }
@@ -172,12 +205,28 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         // every new event): a Bloom filter answers those without reading index
         // blocks. (Ribbon filters take ~30% less memory but cost enough CPU to build,
         // at every flush and compaction, to cut batch appends by ~15% on 2 cores.)
-        (IDS, family(8 << 20, true)),
+        // Random keys: every file flushed to level 0 overlaps the whole base level,
+        // so each level-0 compaction rewrites all of it. 16 MiB memtables and 8
+        // level-0 files per compaction (instead of 8 MiB and 4) merge 4x as much new
+        // data per rewrite: at 25M-27M entries the family's compactions wrote
+        // 0.6-1.2 GB instead of 1.9-2.2 GB per 1.2M entries, for 16 MB more memory.
+        (IDS, {
+            let mut f = family(16 << 20, true);
+            f.set_level_zero_file_num_compaction_trigger(8);
+            f.set_level_zero_slowdown_writes_trigger(24);
+            f.set_level_zero_stop_writes_trigger(40);
+            f
+        }),
         // Keys that only ever arrive in increasing order, each in a family of its
         // own, so a flushed file overlaps no older one and moves down the levels
         // without being rewritten.
         (ENTRIES, family(16 << 20, false)),
-        (HASHES, family(8 << 20, false)),
+        // Tiles of hashes, 16 KiB each: random bytes, which no codec shrinks.
+        (HASHES, {
+            let mut f = family(8 << 20, false);
+            f.set_compression_type(rocksdb::DBCompressionType::None);
+            f
+        }),
     ];
     (o, families)
 }
@@ -292,6 +341,81 @@ fn copy_prefixes(
     Ok(counts)
 }
 
+/// Writes the `t` key of every full tile of a tree of `size` from the `h` keys of
+/// layouts 1 to 3 (one per stored hash, in the family `from`, default if `None`), in
+/// unsynced batches. [`Store::finish_migration`] then removes the `h` keys; a crash
+/// before that leaves the old layout, whose next open writes the same tiles again.
+fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
+    let hashes = db
+        .cf_handle(HASHES)
+        .expect("a migration creates the families it writes into");
+    let full = size / tree::TILE_WIDTH;
+    let fail = |e: rocksdb::Error| {
+        LedgerError::storage(format!(
+            "writing tiles of tree hashes: {e}; the store is unchanged in its old layout, \
+             open it again to retry"
+        ))
+    };
+    let iter = match from {
+        Some(name) => db.prefix_iterator_cf(
+            db.cf_handle(name)
+                .expect("a layout-3 store has the family `hashes`"),
+            [b'h'],
+        ),
+        None => db.prefix_iterator([b'h']),
+    };
+    let mut tile = 0u64;
+    let mut value: Vec<u8> = Vec::with_capacity(TILE_HASHES * 32);
+    let mut batch = WriteBatch::default();
+    for item in iter {
+        if tile == full {
+            break;
+        }
+        let (k, v) = item.map_err(fail)?;
+        if k.first() != Some(&b'h') {
+            break;
+        }
+        let index = k.get(1..).and_then(be).ok_or_else(|| {
+            LedgerError::corrupt(format!(
+                "the tree hash key {} is malformed",
+                hex::encode(&k)
+            ))
+        })?;
+        // Levels 8 and up are kept as `u` copies.
+        let Some((n, at)) = in_tile(index) else {
+            continue;
+        };
+        if n != tile || at != value.len() / 32 || v.len() != 32 {
+            return Err(LedgerError::corrupt(format!(
+                "tree hash {index} ({} bytes) is not the next one of tile {tile}, which has {} \
+                 of its {TILE_HASHES}: a stored hash is missing or malformed",
+                v.len(),
+                value.len() / 32
+            )));
+        }
+        value.extend_from_slice(&v);
+        if value.len() == TILE_HASHES * 32 {
+            batch.put_cf(hashes, tile_key(tile), &value);
+            value.clear();
+            tile += 1;
+            if batch.size_in_bytes() >= 8 << 20 {
+                db.write(std::mem::take(&mut batch)).map_err(fail)?;
+            }
+            if tile.is_multiple_of(100_000) {
+                eprintln!("custody: {tile} of {full} tiles of tree hashes written");
+            }
+        }
+    }
+    db.write(batch).map_err(fail)?;
+    if tile != full {
+        return Err(LedgerError::corrupt(format!(
+            "the store holds the tree hashes of {tile} full tiles; a tree of size {size} has {full}"
+        )));
+    }
+    eprintln!("custody: {tile} of {full} tiles of tree hashes written");
+    Ok(())
+}
+
 /// The actor records (`a` keys), by key.
 fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
     let mut actors = HashMap::new();
@@ -308,8 +432,23 @@ fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
 }
 
 /// A migration that failed before it removed anything: drops the families it
-/// created (they hold only copies), so the store is as it was, and answers `e`.
-fn undo(mut db: DB, created: &[&str], e: LedgerError) -> LedgerError {
+/// created (they hold only copies) and, from layout 3 (`tiles_added`), the tiles it
+/// wrote into `hashes`, so the store is as it was, and answers `e`. Without a
+/// migration (nothing created, no tiles added) it only answers `e`.
+fn undo(mut db: DB, created: &[&str], tiles_added: bool, e: LedgerError) -> LedgerError {
+    if tiles_added {
+        if let Some(hashes) = db.cf_handle(HASHES) {
+            if let Err(d) = db.delete_range_cf(hashes, b"t", b"u") {
+                return LedgerError::new(
+                    e.code,
+                    format!(
+                        "{}; and the tiles it wrote could not be removed ({d})",
+                        e.detail
+                    ),
+                );
+            }
+        }
+    }
     for name in created {
         if let Err(d) = db.drop_cf(name) {
             return LedgerError::new(
@@ -376,6 +515,7 @@ impl Store {
             checkpoint: RwLock::new(empty),
             actors: RwLock::new(HashMap::new()),
             upper: RwLock::new(Vec::new()),
+            edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
         };
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
@@ -443,7 +583,7 @@ impl Store {
             None => Some(1),
             Some(v) => match be(&v) {
                 Some(LAYOUT) => None,
-                Some(2) => Some(2),
+                Some(old @ 2..LAYOUT) => Some(old),
                 Some(other) if other > LAYOUT => {
                     return Err(LedgerError::storage(format!(
                         "{} was written in key layout {other}, newer than this custody-node's \
@@ -471,54 +611,62 @@ impl Store {
         let mut created: Vec<&'static str> = Vec::new();
         if let Some(from) = from {
             eprintln!(
-                "custody: {} uses key layout {from}; moving {} into column families of \
-                 their own (once; this copies the whole log, so it needs as much free disk \
-                 again as the log takes)",
+                "custody: {} uses key layout {from}; {} (once; this copies the log's {}, so \
+                 it needs as much free disk again)",
                 dir.display(),
-                if from == 1 {
-                    "its indexes, entries and tree hashes"
+                match from {
+                    1 =>
+                        "moving its indexes and entries into column families of their own \
+                          and its tree hashes into tiles",
+                    2 =>
+                        "moving its entries into a column family of their own and its tree \
+                          hashes into tiles",
+                    _ => "moving its tree hashes into tiles",
+                },
+                if from == 3 {
+                    "tree hashes"
                 } else {
-                    "its entries and tree hashes"
+                    "entries and tree hashes"
                 }
             );
             for (name, options) in &missing {
                 if let Err(e) = db.create_cf(name, options) {
-                    return Err(undo(db, &created, LedgerError::storage(e)));
+                    return Err(undo(db, &created, from == 3, LedgerError::storage(e)));
                 }
                 created.push(name);
             }
-            let mut moves = vec![(b'e', ENTRIES), (b'h', HASHES)];
+            let mut moves = Vec::new();
+            if from <= 2 {
+                moves.push((b'e', ENTRIES));
+            }
             if from == 1 {
                 moves.extend([(b'd', IDS), (b'l', IDS)]);
             }
-            // Entries 0..size and the stored hashes of that tree, no more, no fewer.
-            let hashes = tlog_tiles::stored_hash_index(0, size);
-            let expect = |p: u8| match p {
-                b'e' => Some(size),
-                b'h' => Some(hashes),
-                _ => None,
-            };
-            let copied = copy_prefixes(&db, &moves, expect).and_then(|counts| {
-                match moves
-                    .iter()
-                    .zip(counts)
-                    .find(|((p, _), n)| expect(*p).is_some_and(|e| e != *n))
-                {
-                    Some(((p, _), n)) => Err(LedgerError::corrupt(format!(
-                        "the store holds {n} '{}' keys; a tree of size {size} has {}",
-                        *p as char,
-                        expect(*p).unwrap_or_default()
-                    ))),
-                    None => Ok(()),
-                }
-            });
+            // Entries 0..size, no more, no fewer.
+            let expect = |p: u8| (p == b'e').then_some(size);
+            let copied = copy_prefixes(&db, &moves, expect)
+                .and_then(|counts| {
+                    match moves
+                        .iter()
+                        .zip(counts)
+                        .find(|((p, _), n)| expect(*p).is_some_and(|e| e != *n))
+                    {
+                        Some(((p, _), n)) => Err(LedgerError::corrupt(format!(
+                            "the store holds {n} '{}' keys; a tree of size {size} has {size}",
+                            *p as char,
+                        ))),
+                        None => Ok(()),
+                    }
+                })
+                // Layouts 1 and 2 keep the `h` hashes in the default family.
+                .and_then(|()| write_tiles(&db, (from == 3).then_some(HASHES), size));
             if let Err(e) = copied {
-                return Err(undo(db, &created, e));
+                return Err(undo(db, &created, from == 3, e));
             }
         }
         let actors = match load_actors(&db) {
             Ok(a) => a,
-            Err(e) => return Err(undo(db, &created, e)),
+            Err(e) => return Err(undo(db, &created, from == Some(3), e)),
         };
         let store = Store {
             db,
@@ -528,10 +676,15 @@ impl Store {
             checkpoint: RwLock::new(checkpoint),
             actors: RwLock::new(actors),
             upper: RwLock::new(Vec::new()),
+            edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
         };
-        if let Err(e) = store.load_upper().and_then(|_| store.check_tree()) {
-            return Err(undo(store.db, &created, e));
+        let loaded = store
+            .load_edge()
+            .and_then(|_| store.load_upper())
+            .and_then(|_| store.check_tree());
+        if let Err(e) = loaded {
+            return Err(undo(store.db, &created, from == Some(3), e));
         }
         if let Some(from) = from {
             store.finish_migration(from)?;
@@ -539,9 +692,31 @@ impl Store {
         Ok(store)
     }
 
+    /// Hashes the partial tile's entries again (fewer than 256): its stored hashes
+    /// are kept in memory only.
+    fn load_edge(&self) -> Result<()> {
+        let size = self.size();
+        let tile = size / tree::TILE_WIDTH;
+        let first = tile * tree::TILE_WIDTH;
+        let keys: Vec<Vec<u8>> = (first..size).map(|i| ku(b'e', i)).collect();
+        let mut leaves = tree::MemoryTree::new();
+        let got = self.db.batched_multi_get_cf(self.entries_cf(), &keys, true);
+        for (i, got) in (first..).zip(got) {
+            let e = got
+                .map_err(LedgerError::storage)?
+                .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
+            leaves.push(leaf_hash(&e));
+        }
+        *self.edge.write().expect("edge lock") = Edge {
+            tile,
+            hashes: leaves.hashes().to_vec(),
+        };
+        Ok(())
+    }
+
     /// Reads the upper levels of the tree into memory (see [`Store::upper`]) from
     /// their `u` copies, one short run of keys; whatever is missing there (a store
-    /// from before layout 2) is read from the `h` hashes, spread over the whole tree.
+    /// from layout 1) is hashed from the level below, level 8 from the tiles.
     fn load_upper(&self) -> Result<()> {
         let size = self.size();
         let mut levels: Vec<Vec<Hash>> = (UPPER_LEVEL..64)
@@ -575,39 +750,52 @@ impl Store {
                 }
             }
         }
-        for (l, hashes) in levels.iter_mut().enumerate() {
+        for l in 0..levels.len() {
+            let (below, rest) = levels.split_at_mut(l);
+            let hashes = &mut rest[0];
             let level = UPPER_LEVEL + l as u8;
-            let from = hashes.len() as u64;
-            hashes.extend(self.read_level(level, from, size >> level)?);
+            let mut n = hashes.len() as u64;
+            while n < size >> level {
+                match below.last() {
+                    Some(below) => {
+                        let i = 2 * n as usize;
+                        hashes.push(tlog_tiles::node_hash(below[i], below[i + 1]));
+                        n += 1;
+                    }
+                    // Level 8: the two level-7 hashes of tile n, in MultiGets of
+                    // 2,048 tiles.
+                    None => {
+                        let to = (size >> level).min(n + 2048);
+                        let halves: Vec<u64> = (n..to)
+                            .flat_map(|t| {
+                                [2 * t, 2 * t + 1]
+                                    .map(|k| tlog_tiles::stored_hash_index(UPPER_LEVEL - 1, k))
+                            })
+                            .collect();
+                        let read = self.read_hashes(&halves).map_err(|e| {
+                            LedgerError::corrupt(format!("reading tiles {n}..{to}: {e}"))
+                        })?;
+                        hashes.extend(read.chunks(2).map(|p| tlog_tiles::node_hash(p[0], p[1])));
+                        n = to;
+                    }
+                }
+            }
         }
         *self.upper.write().expect("upper lock") = levels;
         Ok(())
     }
 
-    /// The stored hashes (level, from..to) as `h` holds them, in MultiGets of 4,096.
-    fn read_level(&self, level: u8, from: u64, to: u64) -> Result<Vec<Hash>> {
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        let mut k = from;
-        while k < to {
-            let chunk: Vec<u64> = (k..to.min(k + 4096))
-                .map(|n| tlog_tiles::stored_hash_index(level, n))
-                .collect();
-            out.extend(
-                self.read_from_db(&chunk).map_err(|e| {
-                    LedgerError::corrupt(format!("reading tree level {level}: {e}"))
-                })?,
-            );
-            k += chunk.len() as u64;
-        }
-        Ok(out)
-    }
-
     /// The last step of a migration from layout `from` (after [`copy_prefixes`],
-    /// [`Store::load_upper`] and the tree check on the copies): one synced batch
-    /// removes the originals of the copied keys, writes the `u` copies of the upper
-    /// levels (layout 1 had none) and records the layout.
+    /// [`write_tiles`], [`Store::load_upper`] and the tree check on the copies): one
+    /// synced batch removes the originals of the copied keys and every `h` hash,
+    /// writes the `u` copies of the upper levels (layout 1 had none) and records the
+    /// layout.
     fn finish_migration(&self, from: u64) -> Result<()> {
-        let mut moved: Vec<[u8; 2]> = vec![*b"ef", *b"hi"];
+        // Key ranges [from, to) of the default family, and of `hashes`.
+        let mut moved: Vec<[u8; 2]> = Vec::new();
+        if from <= 2 {
+            moved.extend([*b"ef", *b"hi"]);
+        }
         if from == 1 {
             moved.extend([*b"de", *b"lm"]);
         }
@@ -615,6 +803,9 @@ impl Store {
         for r in &moved {
             last.delete_range(&r[..1], &r[1..]);
         }
+        // Layout 3's hashes; or copies left in `hashes` by an older release's
+        // migration from layout 1 or 2 that was cut short.
+        last.delete_range_cf(self.hashes_cf(), b"h", b"i");
         if from == 1 {
             for (l, hashes) in self.upper.read().expect("upper lock").iter().enumerate() {
                 for (n, h) in hashes.iter().enumerate() {
@@ -631,28 +822,20 @@ impl Store {
             self.dir.display()
         );
         // Reclaim the old keys' space (and their tables' filters) now rather than
-        // whenever compaction reaches them.
+        // whenever compaction reaches them: through the last level too, which
+        // RocksDB otherwise leaves as it is (the deleted keys there were then purged
+        // by a compaction under load: 14 s of CPU after the 61.6M-entry migration).
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        let default = self.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
         for r in &moved {
-            self.db.compact_range(Some(&r[..1]), Some(&r[1..]));
+            self.db
+                .compact_range_cf_opt(default, Some(&r[..1]), Some(&r[1..]), &o);
         }
+        self.db
+            .compact_range_cf_opt(self.hashes_cf(), Some(b"h"), Some(b"i"), &o);
         eprintln!("custody: migration of {} done", self.dir.display());
         Ok(())
-    }
-
-    /// Stored hashes from `h`, in one batched MultiGet (RocksDB looks up keys that
-    /// share a block together, and pins values instead of copying them).
-    fn read_from_db(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
-        let keys: Vec<[u8; 9]> = indexes.iter().map(|i| hash_key(*i)).collect();
-        self.db
-            .batched_multi_get_cf(self.hashes_cf(), &keys, false)
-            .into_iter()
-            .map(|r| match r {
-                Ok(Some(v)) => <[u8; 32]>::try_from(&*v)
-                    .map(Hash)
-                    .map_err(|_| tlog_tiles::Error::MalformedHash),
-                _ => Err(tlog_tiles::Error::IndexesNotInTree),
-            })
-            .collect()
     }
 
     fn check_tree(&self) -> Result<()> {
@@ -660,8 +843,11 @@ impl Store {
         let size = cp.size;
         let root = tree::root(size, self)?;
         if root != cp.root {
+            let edge = self.edge.read().expect("edge lock").tile * tree::TILE_WIDTH;
             return Err(LedgerError::corrupt(format!(
-                "the stored tree of size {size} has root {root}, but the last signed checkpoint says {}",
+                "the stored tree of size {size} has root {root}, but the last signed checkpoint \
+                 says {}: one of the entries {edge}..{size} (hashed again on open) or a stored \
+                 tree hash was altered",
                 cp.root
             )));
         }
@@ -748,15 +934,13 @@ impl Store {
 
     /// The stored leaf hash of entry `index`.
     pub fn leaf_hash(&self, index: Index) -> Result<Option<LeafHash>> {
-        Ok(self
-            .db
-            .get_pinned_cf(
-                self.hashes_cf(),
-                hash_key(tlog_tiles::stored_hash_index(0, index)),
-            )
-            .map_err(LedgerError::storage)?
-            .and_then(|v| <[u8; 32]>::try_from(&*v).ok())
-            .map(LeafHash))
+        if index >= self.size() {
+            return Ok(None);
+        }
+        let h = self
+            .read_hashes(&[tlog_tiles::stored_hash_index(0, index)])
+            .map_err(|e| LedgerError::corrupt(format!("the leaf hash of entry {index}: {e}")))?;
+        Ok(Some(LeafHash(h[0].0)))
     }
 
     /// [`Store::index_of_event`] for many events in one RocksDB MultiGet.
@@ -797,7 +981,8 @@ impl Store {
                 .expect("upper lock")
                 .iter()
                 .map(|l| l.len() as u64 * 32)
-                .sum(),
+                .sum::<u64>()
+                + self.edge.read().expect("edge lock").hashes.len() as u64 * 32,
         }
     }
 
@@ -891,14 +1076,14 @@ impl Store {
         self.get(&k(b'b', &id.0))
     }
 
-    /// Commits a group: assigns indices from the current size, writes entries,
-    /// stored hashes, de-dup and leaf indexes, actor and case changes and the new
+    /// Commits a group: assigns indices from the current size, writes entries, the
+    /// tiles of hashes it completes, de-dup and leaf indexes, actor and case changes and the new
     /// signed checkpoint in ONE synced write batch.
     pub fn commit(&self, group: Vec<NewEntry>) -> Result<Committed> {
         let _writer = self.commit_lock.lock().expect("commit lock");
         let start = self.size();
         let pending = CachedHashes::new(self, HashMap::new());
-        let mut new_hashes: Vec<(u64, Hash)> = Vec::new();
+        let mut edge = self.edge.read().expect("edge lock").clone();
         let mut new_upper: Vec<(usize, u64, Hash)> = Vec::new();
         let mut batch = WriteBatch::default();
         let ids = self.ids();
@@ -924,14 +1109,25 @@ impl Store {
             let mut known = pending.known.borrow_mut();
             for (j, h) in hashes.into_iter().enumerate() {
                 known.insert(first + j as u64, h);
-                new_hashes.push((first + j as u64, h));
                 // The j-th hash completes the subtree at level j ending at this leaf.
                 if j >= usize::from(UPPER_LEVEL) {
                     new_upper.push((j - usize::from(UPPER_LEVEL), index >> j, h));
                     batch.put(upper_key(j as u8, index >> j), h.0);
+                } else {
+                    edge.hashes.push(h);
                 }
             }
             drop(known);
+            // The last leaf of a tile: its lower hashes are complete.
+            if index % tree::TILE_WIDTH == tree::TILE_WIDTH - 1 {
+                debug_assert_eq!(edge.hashes.len(), TILE_HASHES);
+                let value: Vec<u8> = edge.hashes.iter().flat_map(|h| h.0).collect();
+                batch.put_cf(hashes_cf, tile_key(edge.tile), value);
+                edge = Edge {
+                    tile: edge.tile + 1,
+                    hashes: Vec::with_capacity(TILE_HASHES),
+                };
+            }
             batch.put_cf(entries_cf, ku(b'e', index), &e.bytes);
             batch.put_cf(ids, k(b'd', &e.event_id.0), index.to_be_bytes());
             batch.put_cf(ids, k(b'l', &leaf.0), index.to_be_bytes());
@@ -955,9 +1151,6 @@ impl Store {
         }
         let size = start + placed.len() as u64;
         let root: RootHash = tree::root(size, &pending)?;
-        for (idx, h) in &new_hashes {
-            batch.put_cf(hashes_cf, hash_key(*idx), h.0);
-        }
         let cp = self.key.sign(size, root)?;
         batch.put(ku(b'c', size), cp.note.as_bytes());
         batch.put(META_SIZE, size.to_be_bytes());
@@ -982,6 +1175,8 @@ impl Store {
             }
         }
         drop(upper);
+        // Before the new size is published: a reader that sees it finds every hash.
+        *self.edge.write().expect("edge lock") = edge;
         *self.checkpoint.write().expect("checkpoint lock") = cp.clone();
         Ok(Committed {
             checkpoint: cp,
@@ -1024,15 +1219,21 @@ impl Store {
     }
 
     /// A full check of the store (an operator's fsck): every entry hashes to its
-    /// stored leaf hash, the tree recomputed from the entries alone has the signed
-    /// root, and no entry lies beyond it. Slower than the checks on open (O(n)); the
-    /// first problem is named by index. `progress` is called every 4,096 entries.
+    /// stored leaf hash, every stored tree hash (tiles and upper levels) is the hash
+    /// of the entries below it, the tree recomputed from the entries alone has the
+    /// signed root, and no entry lies beyond it. Slower than the checks on open
+    /// (O(n)); the first problem is named by index. `progress` is called every
+    /// 4,096 entries.
     pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let cp = self.checkpoint();
         let mut frontier = tree::Frontier::new();
         let mut it = self
             .db
             .iterator_cf(self.entries_cf(), rocksdb::IteratorMode::Start);
+        // The current tile's leaves, hashed as a tree of their own: its stored
+        // hashes are those the store keeps for that tile, in the same order.
+        let mut tile = tree::MemoryTree::new();
+        let mut level8 = Vec::new();
         for index in 0..cp.size {
             let (k, bytes) = match it.next() {
                 Some(Ok(kv)) => kv,
@@ -1043,12 +1244,14 @@ impl Store {
                 return Err(LedgerError::corrupt(format!("entry {index} is missing")));
             }
             let leaf = leaf_hash(&bytes);
-            if self.leaf_hash(index)? != Some(leaf) {
-                return Err(LedgerError::corrupt(format!(
-                    "entry {index}: its bytes hash to {leaf}, not to the leaf hash stored in the tree; the entry was altered"
-                )));
-            }
             frontier.push(leaf);
+            tile.push(leaf);
+            if tile.size() == tree::TILE_WIDTH {
+                let n = index / tree::TILE_WIDTH;
+                self.check_tile(n, &tile)?;
+                level8.push(tile.hashes()[TILE_HASHES]);
+                tile = tree::MemoryTree::new();
+            }
             if index % 4096 == 0 {
                 progress(index, cp.size);
             }
@@ -1071,20 +1274,55 @@ impl Store {
                 cp.root
             )));
         }
-        // Proofs and roots read levels >= 8 from their `u` copies: they must equal
-        // the hashes in `h`.
+        // Proofs and roots read levels >= 8 from memory, loaded from their `u`
+        // copies: each must be the hash of the entries below it.
         let upper = self.upper.read().expect("upper lock").clone();
+        let mut below = level8;
         for (l, copies) in upper.iter().enumerate() {
             let level = UPPER_LEVEL + l as u8;
-            let stored = self.read_level(level, 0, copies.len() as u64)?;
-            if let Some(n) = (0..copies.len()).find(|&n| copies[n] != stored[n]) {
+            if let Some(n) = (0..copies.len()).find(|&n| below.get(n) != Some(&copies[n])) {
                 return Err(LedgerError::corrupt(format!(
-                    "the copy of tree hash (level {level}, {n}) differs from the stored hash"
+                    "the copy of tree hash (level {level}, {n}) differs from the hash of the \
+                     entries {}..{}",
+                    (n as u64) << level,
+                    (n as u64 + 1) << level
                 )));
             }
+            below = below
+                .chunks_exact(2)
+                .map(|p| tlog_tiles::node_hash(p[0], p[1]))
+                .collect();
         }
         progress(cp.size, cp.size);
         Ok(())
+    }
+
+    /// Full tile `n`'s stored hashes against `leaves`, the tree of its 256 entries;
+    /// names the first entry, or the first hash, that differs.
+    fn check_tile(&self, n: u64, leaves: &tree::MemoryTree) -> Result<()> {
+        let base = tile_base(n);
+        let indexes: Vec<u64> = (base..base + TILE_HASHES as u64).collect();
+        let stored = self
+            .read_hashes(&indexes)
+            .map_err(|e| LedgerError::corrupt(format!("reading tile {n}: {e}")))?;
+        let Some(at) = (0..TILE_HASHES).find(|&i| stored[i] != leaves.hashes()[i]) else {
+            return Ok(());
+        };
+        let (level, k) = tlog_tiles::split_stored_hash_index(base + at as u64);
+        Err(LedgerError::corrupt(if level == 0 {
+            format!(
+                "entry {k}: its bytes hash to {}, not to the leaf hash stored in the tree; \
+                 the entry was altered",
+                LeafHash(leaves.hashes()[at].0)
+            )
+        } else {
+            format!(
+                "the stored tree hash (level {level}, {k}) of tile {n} differs from the hash \
+                 of the entries {}..{}",
+                k << level,
+                (k + 1) << level
+            )
+        }))
     }
 
     /// Verifies a checkpoint note with this log's key.
@@ -1130,30 +1368,55 @@ impl HashReader for CachedHashes<'_> {
 }
 
 impl HashReader for Store {
+    /// Levels 8 and up from memory, the partial tile's from memory, every other
+    /// hash from its tile: one RocksDB read per tile, however many of its hashes
+    /// are asked for (a proof's lower levels share one tile).
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
         let mut out = vec![Hash([0; 32]); indexes.len()];
-        let mut missing = Vec::new();
-        let mut missing_at = Vec::new();
+        // (tile, position in the tile, position in `out`)
+        let mut wanted: Vec<(u64, usize, usize)> = Vec::new();
         {
             let upper = self.upper.read().expect("upper lock");
+            let edge = self.edge.read().expect("edge lock");
             for (pos, &i) in indexes.iter().enumerate() {
-                let (level, k) = tlog_tiles::split_stored_hash_index(i);
-                let cached = level
-                    .checked_sub(UPPER_LEVEL)
-                    .and_then(|l| upper.get(usize::from(l)))
-                    .and_then(|v| v.get(usize::try_from(k).ok()?));
-                match cached {
-                    Some(h) => out[pos] = *h,
+                let found = match in_tile(i) {
                     None => {
-                        missing.push(i);
-                        missing_at.push(pos);
+                        let (level, k) = tlog_tiles::split_stored_hash_index(i);
+                        upper
+                            .get(usize::from(level - UPPER_LEVEL))
+                            .and_then(|v| v.get(usize::try_from(k).ok()?))
                     }
-                }
+                    Some((n, at)) if n == edge.tile => edge.hashes.get(at),
+                    Some((n, at)) if n < edge.tile => {
+                        wanted.push((n, at, pos));
+                        continue;
+                    }
+                    Some(_) => None,
+                };
+                out[pos] = *found.ok_or(tlog_tiles::Error::IndexesNotInTree)?;
             }
         }
-        if !missing.is_empty() {
-            for (pos, h) in missing_at.into_iter().zip(self.read_from_db(&missing)?) {
-                out[pos] = h;
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        wanted.sort_unstable();
+        let mut tiles: Vec<u64> = wanted.iter().map(|w| w.0).collect();
+        tiles.dedup();
+        let keys: Vec<[u8; 9]> = tiles.iter().map(|&n| tile_key(n)).collect();
+        let got = self.db.batched_multi_get_cf(self.hashes_cf(), &keys, true);
+        let mut wanted = wanted.into_iter().peekable();
+        for (n, got) in tiles.into_iter().zip(got) {
+            let value = match got {
+                Ok(Some(v)) if v.len() == TILE_HASHES * 32 => v,
+                Ok(Some(_)) => return Err(tlog_tiles::Error::MalformedHash),
+                _ => return Err(tlog_tiles::Error::IndexesNotInTree),
+            };
+            while let Some((_, at, pos)) = wanted.next_if(|w| w.0 == n) {
+                out[pos] = Hash(
+                    value[at * 32..at * 32 + 32]
+                        .try_into()
+                        .expect("32 bytes in a tile of 510 hashes"),
+                );
             }
         }
         Ok(out)
@@ -1222,10 +1485,64 @@ mod tests {
         assert_eq!(store.background_jobs(), 0);
     }
 
-    /// Every stored hash read through the in-memory upper levels equals the one in
-    /// RocksDB, as groups of odd sizes complete subtrees, and again after reopening.
+    /// `ku(b'h', i)`: a stored hash's key in layouts 1 to 3.
+    fn hash_key(i: u64) -> Vec<u8> {
+        ku(b'h', i)
+    }
+
+    /// Every stored hash of the store's tree, hashed from its entries alone.
+    fn hashed_from_entries(s: &Store) -> tree::MemoryTree {
+        let mut t = tree::MemoryTree::new();
+        for i in 0..s.size() {
+            t.push(leaf_hash(&s.entry(i).unwrap().unwrap()));
+        }
+        t
+    }
+
+    /// Readers racing the commits that complete tiles (the partial tile's hashes
+    /// move from memory to a `t` key) always find every hash of the tree they see:
+    /// each proof read at a published size verifies against that size's root.
     #[test]
-    fn upper_levels_in_memory_match_rocksdb() {
+    fn proofs_read_while_commits_complete_tiles_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(new_store(dir.path(), "custody.test/race"));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut proved = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let cp = store.checkpoint();
+                    let last = cp.size - 1;
+                    // The newest entry (in the partial tile, or the last of a tile
+                    // just completed), the first of the partial tile, and one below.
+                    for i in [last, last - last % 256, last / 2] {
+                        let p = tree::prove_inclusion(i, cp.size, &*store).unwrap();
+                        let leaf = store.leaf_hash(i).unwrap().unwrap();
+                        tree::verify_inclusion(&p, cp.size, cp.root, i, leaf)
+                            .unwrap_or_else(|e| panic!("entry {i} of {}: {e}", cp.size));
+                        proved += 1;
+                    }
+                }
+                proved
+            })
+        };
+        let mut n = store.size();
+        for group in [1u64, 254, 1, 1, 255, 256, 257, 3, 510, 2, 767, 1, 1024].repeat(3) {
+            store.commit(synthetic(n, group)).unwrap();
+            n += group;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let proved = reader.join().unwrap();
+        assert!(proved > 0);
+        assert_eq!(store.edge.read().unwrap().tile, n / 256);
+    }
+
+    /// Every stored hash read through the tiles, the partial tile and the upper
+    /// levels in memory equals the one hashed from the entries, as groups of odd
+    /// sizes complete tiles and subtrees, and again after reopening.
+    #[test]
+    fn stored_hashes_match_the_entries() {
         let dir = tempfile::tempdir().unwrap();
         let store = new_store(dir.path(), "custody.test/upper");
         let mut n = store.size();
@@ -1236,13 +1553,28 @@ mod tests {
         let check = |s: &Store| {
             let size = s.size();
             let all: Vec<u64> = (0..tlog_tiles::stored_hash_count(size)).collect();
-            assert_eq!(s.read_hashes(&all).unwrap(), s.read_from_db(&all).unwrap());
+            assert_eq!(
+                s.read_hashes(&all).unwrap(),
+                hashed_from_entries(s).hashes()
+            );
+            // One at a time, and in an order no proof asks for: the same.
+            for &i in all.iter().rev().step_by(97) {
+                assert_eq!(
+                    s.read_hashes(&[i]).unwrap(),
+                    [hashed_from_entries(s).hashes()[i as usize]]
+                );
+            }
+            assert!(
+                s.read_hashes(&[all.len() as u64]).is_err(),
+                "beyond the tree"
+            );
             let upper = s.upper.read().unwrap();
             // Levels 8.. of a tree of `size` leaves: size >> level complete subtrees each.
             for (l, level) in upper.iter().enumerate() {
                 assert_eq!(level.len() as u64, size >> (l + usize::from(UPPER_LEVEL)));
             }
             assert!(upper.len() >= 5, "a tree of {size} has levels 8 to 12");
+            assert_eq!(s.edge.read().unwrap().tile, size / 256);
         };
         check(&store);
         let cp = store.checkpoint();
@@ -1251,13 +1583,14 @@ mod tests {
         check(&store);
         assert_eq!(store.checkpoint(), cp);
         store.verify_all(&mut |_, _| {}).unwrap();
-        // A `u` copy missing in the middle of level 8: that level is read from `h`
-        // from there on, and nothing else changes.
+        // A `u` copy missing in the middle of level 8: that level is hashed from
+        // the tiles from there on, and nothing else changes.
         store.db.delete(upper_key(UPPER_LEVEL, 7)).unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         check(&store);
-        // A `u` copy that differs from `h` is named by the full check.
+        // A `u` copy that differs from the entries below it is named by the full
+        // check (level 9, 2 is not on the path of the root of 5,173).
         store
             .db
             .put(upper_key(UPPER_LEVEL + 1, 2), [7u8; 32])
@@ -1265,25 +1598,67 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let e = store.verify_all(&mut |_, _| {}).unwrap_err().to_string();
-        assert!(e.contains("level 9, 2"), "{e}");
+        assert!(
+            e.contains("level 9, 2") && e.contains("entries 1024..1536"),
+            "{e}"
+        );
+        let right = hashed_from_entries(&store).hashes()
+            [tlog_tiles::stored_hash_index(UPPER_LEVEL + 1, 2) as usize];
         store
             .db
-            .put(
-                upper_key(UPPER_LEVEL + 1, 2),
-                store
-                    .read_from_db(&[tlog_tiles::stored_hash_index(UPPER_LEVEL + 1, 2)])
-                    .unwrap()[0]
-                    .0,
-            )
+            .put(upper_key(UPPER_LEVEL + 1, 2), right.0)
             .unwrap();
+        // A hash inside a full tile: the full check names it, by level and entries.
+        let mut t = store
+            .db
+            .get_cf(store.hashes_cf(), tile_key(3))
+            .unwrap()
+            .unwrap();
+        let at = (tlog_tiles::stored_hash_index(2, 3 * 64 + 5) - tile_base(3)) as usize;
+        t[at * 32] ^= 1;
+        store.db.put_cf(store.hashes_cf(), tile_key(3), &t).unwrap();
+        let e = store.verify_all(&mut |_, _| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("(level 2, 197) of tile 3") && e.contains("788..792"),
+            "{e}"
+        );
+        t[at * 32] ^= 1;
+        store.db.put_cf(store.hashes_cf(), tile_key(3), &t).unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        // Proofs through the cache verify against the signed root.
+        store.verify_all(&mut |_, _| {}).unwrap();
+        // Proofs through tiles, edge and upper levels verify against the signed root.
         for i in [0, 255, 256, 4000, n - 1] {
             let p = tree::prove_inclusion(i, n, &store).unwrap();
             let leaf = store.leaf_hash(i).unwrap().unwrap();
             tree::verify_inclusion(&p, n, cp.root, i, leaf).unwrap();
         }
+    }
+
+    /// Turns a store of this layout back into layout 3: every stored hash its own
+    /// `h` key in `hashes` (level 8 and up included), and no `t` key unless
+    /// `keep_tiles` (as after a migration cut short).
+    fn rewrite_as_layout_3(dir: &Path, keep_tiles: bool) {
+        let hashes = {
+            let store = Store::open(dir).unwrap();
+            hashed_from_entries(&store).hashes().to_vec()
+        };
+        let (db, _) = open_db(&dir.join(DB_DIR), false).unwrap();
+        let cf = db.cf_handle(HASHES).unwrap();
+        let mut batch = WriteBatch::default();
+        if !keep_tiles {
+            batch.delete_range_cf(cf, b"t", b"u");
+        }
+        for (i, h) in hashes.iter().enumerate() {
+            batch.put_cf(cf, hash_key(i as u64), h.0);
+        }
+        batch.put(META_LAYOUT, 3u64.to_be_bytes());
+        db.write(batch).unwrap();
+        // Into table files down to the last level, as in a store that has run for a
+        // while: a migration must purge them there too.
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &o);
     }
 
     /// A store written in key layout 1 (every key in the default family, no other
@@ -1295,10 +1670,17 @@ mod tests {
     }
 
     /// A store written in key layout 2 (indexes in `ids`, entries and hashes in the
-    /// default family) opens in layout 3.
+    /// default family) opens in this layout.
     #[test]
     fn a_layout_2_store_is_migrated_when_opened() {
         migrate(2, true);
+    }
+
+    /// A store written in key layout 3 (every stored hash its own `h` key in
+    /// `hashes`) opens with its hashes in tiles.
+    #[test]
+    fn a_layout_3_store_is_migrated_when_opened() {
+        migrate(3, true);
     }
 
     /// As after a crash part-way through a migration: the new families exist and
@@ -1307,57 +1689,131 @@ mod tests {
     fn a_migration_cut_short_is_redone() {
         migrate(1, false);
         migrate(2, false);
+        migrate(3, false);
+    }
+
+    /// A layout-3 store of the genesis and `n` synthetic entries: its directory and
+    /// the database's path.
+    fn layout_3_store(n: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/layout");
+        store.commit(synthetic(1, n)).unwrap();
+        drop(store);
+        rewrite_as_layout_3(dir.path(), false);
+        let path = dir.path().join(DB_DIR);
+        (dir, path)
     }
 
     /// A damaged layout-2 store is refused, and the attempt leaves it as it was: no
     /// new family (so the release that wrote it still opens it), still layout 2.
+    /// Damaged twice over: a `u` copy on the root's path altered (the root differs),
+    /// and a tree hash missing (a tile cannot be written).
     #[test]
     fn a_refused_migration_leaves_the_store_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = new_store(dir.path(), "custody.test/layout");
-        store.commit(synthetic(1, 300)).unwrap();
-        let size = store.size();
-        drop(store);
-        let path = dir.path().join(DB_DIR);
-        {
-            let (mut db, _) = open_db(&path, false).unwrap();
-            let mut batch = WriteBatch::default();
-            for f in [ENTRIES, HASHES] {
-                for item in db.iterator_cf(db.cf_handle(f).unwrap(), rocksdb::IteratorMode::Start) {
-                    let (k, v) = item.unwrap();
-                    batch.put(k, v);
+        for damage in [Damage::Upper, Damage::Hole] {
+            let (dir, path) = layout_3_store(300);
+            {
+                let (mut db, _) = open_db(&path, false).unwrap();
+                let mut batch = WriteBatch::default();
+                for f in [ENTRIES, HASHES] {
+                    for item in
+                        db.iterator_cf(db.cf_handle(f).unwrap(), rocksdb::IteratorMode::Start)
+                    {
+                        let (k, v) = item.unwrap();
+                        batch.put(k, v);
+                    }
                 }
+                batch.put(META_LAYOUT, 2u64.to_be_bytes());
+                damage.apply(&mut batch);
+                db.write(batch).unwrap();
+                db.drop_cf(ENTRIES).unwrap();
+                db.drop_cf(HASHES).unwrap();
             }
-            batch.put(META_LAYOUT, 2u64.to_be_bytes());
-            // The newest leaf hash, altered: the root no longer matches.
-            batch.put(
-                hash_key(tlog_tiles::stored_hash_index(0, size - 1)),
-                [0u8; 32],
+            let e = Store::open(dir.path()).unwrap_err();
+            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+            assert!(e.to_string().contains(damage.named()), "{e}");
+            let mut families = DB::list_cf(&Options::default(), &path).unwrap();
+            families.sort();
+            assert_eq!(
+                families,
+                ["default", "ids"],
+                "the families it created are gone"
             );
-            db.write(batch).unwrap();
-            db.drop_cf(ENTRIES).unwrap();
-            db.drop_cf(HASHES).unwrap();
+            let (db, missing) = open_db(&path, false).unwrap();
+            assert_eq!(missing.len(), 2);
+            assert_eq!(
+                db.get(META_LAYOUT).unwrap(),
+                Some(2u64.to_be_bytes().to_vec())
+            );
         }
-        let e = Store::open(dir.path()).unwrap_err();
-        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-        let mut families = DB::list_cf(&Options::default(), &path).unwrap();
-        families.sort();
-        assert_eq!(
-            families,
-            ["default", "ids"],
-            "the families it created are gone"
-        );
-        let (db, missing) = open_db(&path, false).unwrap();
-        assert_eq!(missing.len(), 2);
-        assert_eq!(
-            db.get(META_LAYOUT).unwrap(),
-            Some(2u64.to_be_bytes().to_vec())
-        );
     }
 
-    /// Writes a store, turns it back into layout `from` (the keys of the families
-    /// that layout did not have copied back into the default family; those families
-    /// dropped unless `cut_short`), and opens it.
+    /// A damaged layout-3 store is refused, and the tiles the attempt wrote into
+    /// its family `hashes` are removed again: still layout 3, no `t` key.
+    #[test]
+    fn a_refused_migration_from_layout_3_removes_its_tiles() {
+        for damage in [Damage::Upper, Damage::Hole] {
+            let (dir, path) = layout_3_store(600);
+            {
+                let (db, _) = open_db(&path, false).unwrap();
+                let mut batch = WriteBatch::default();
+                match damage {
+                    Damage::Upper => damage.apply(&mut batch),
+                    // The hole in tile 1: tile 0 is written first.
+                    Damage::Hole => batch.delete_cf(
+                        db.cf_handle(HASHES).unwrap(),
+                        hash_key(tlog_tiles::stored_hash_index(1, 200)),
+                    ),
+                }
+                db.write(batch).unwrap();
+            }
+            let e = Store::open(dir.path()).unwrap_err();
+            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+            let (db, missing) = open_db(&path, false).unwrap();
+            assert!(missing.is_empty());
+            assert_eq!(
+                db.get(META_LAYOUT).unwrap(),
+                Some(3u64.to_be_bytes().to_vec())
+            );
+            let hashes = db.cf_handle(HASHES).unwrap();
+            let first = db
+                .prefix_iterator_cf(hashes, [b't'])
+                .next()
+                .map(|r| r.unwrap().0);
+            assert!(first.is_none_or(|k| k[0] != b't'), "no tile left behind");
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Damage {
+        /// The `u` copies (8, 0) and (9, 0): one of them is on the root's path.
+        Upper,
+        /// A level-1 hash of tile 0 deleted.
+        Hole,
+    }
+
+    impl Damage {
+        fn apply(self, batch: &mut WriteBatch) {
+            match self {
+                Damage::Upper => {
+                    batch.put(upper_key(UPPER_LEVEL, 0), [0u8; 32]);
+                    batch.put(upper_key(UPPER_LEVEL + 1, 0), [0u8; 32]);
+                }
+                Damage::Hole => batch.delete(hash_key(tlog_tiles::stored_hash_index(1, 40))),
+            }
+        }
+        fn named(self) -> &'static str {
+            match self {
+                Damage::Upper => "root",
+                Damage::Hole => "tile 0",
+            }
+        }
+    }
+
+    /// Writes a store, turns it back into layout `from` (3: `h` keys instead of
+    /// tiles; 1 and 2: then the keys of the families that layout did not have copied
+    /// back into the default family), and opens it. Unless `drop_families`, as after
+    /// a migration cut short: the families stay (1, 2) and the tiles too (3).
     fn migrate(from: u64, drop_families: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = new_store(dir.path(), "custody.test/layout");
@@ -1370,7 +1826,8 @@ mod tests {
             .collect();
         let cp = store.checkpoint();
         drop(store);
-        {
+        rewrite_as_layout_3(dir.path(), from == 3 && !drop_families);
+        if from < 3 {
             let (mut db, _) = open_db(&dir.path().join(DB_DIR), false).unwrap();
             let mut families = vec![ENTRIES, HASHES];
             if from == 1 {
@@ -1423,6 +1880,35 @@ mod tests {
                 "old {prefix} keys removed"
             );
         }
+        let left = store
+            .db
+            .prefix_iterator_cf(store.hashes_cf(), [b'h'])
+            .next()
+            .map(|r| r.unwrap().0);
+        assert!(left.is_none_or(|k| k[0] != b'h'), "old h keys removed");
+        let tiles = store
+            .db
+            .prefix_iterator_cf(store.hashes_cf(), [b't'])
+            .map(|r| r.unwrap().0)
+            .take_while(|k| k[0] == b't')
+            .count();
+        assert_eq!(tiles, 2, "701 entries fill two tiles");
+        // Gone from the table files too, not only hidden by a range deletion.
+        let files: Vec<_> = store
+            .db
+            .live_files()
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.column_family_name == HASHES)
+            .collect();
+        assert_eq!(
+            files.iter().map(|f| f.num_entries).sum::<u64>(),
+            2,
+            "{files:?}"
+        );
+        assert!(files
+            .iter()
+            .all(|f| f.start_key.as_deref().is_some_and(|k| k[0] == b't')));
         assert_eq!(
             store.get(META_LAYOUT).unwrap(),
             Some(LAYOUT.to_be_bytes().to_vec())

@@ -444,6 +444,10 @@ impl MemoryTree {
     pub fn root(&self) -> RootHash {
         root(self.size, self).expect("memory tree holds every hash")
     }
+    /// Every stored hash, in `stored_hash_index` order.
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
 }
 
 impl HashReader for MemoryTree {

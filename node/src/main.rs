@@ -95,13 +95,23 @@ fn check(a: &CheckArgs) -> Result<()> {
     let store =
         Store::open(&a.data).with_context(|| format!("opening the log in {}", a.data.display()))?;
     let started = std::time::Instant::now();
+    // One line rewritten in place on a terminal; into a file, a line every 5 s.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut reported = started;
     store
         .verify_all(&mut |done, total| {
-            eprint!("\rchecked {done}/{total} entries");
+            if terminal {
+                eprint!("\rchecked {done}/{total} entries");
+            } else if done == total || reported.elapsed().as_secs() >= 5 {
+                eprintln!("checked {done}/{total} entries");
+                reported = std::time::Instant::now();
+            }
         })
         .with_context(|| format!("checking the log in {}", a.data.display()))?;
     let cp = store.checkpoint();
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     println!(
         "ok: {} entries of {} check against the signed checkpoint (root {}) in {:.1}s",
         cp.size,

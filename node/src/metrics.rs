@@ -123,7 +123,7 @@ impl Metrics {
             ),
             (
                 "custody_store_upper_levels_bytes",
-                "The tree's upper levels (level 8 and above) kept in memory.",
+                "Tree hashes kept in memory: levels 8 and above, and the partial tile's.",
                 memory.upper_levels,
             ),
         ] {

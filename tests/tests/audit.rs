@@ -164,7 +164,9 @@ fn an_entry_altered_on_disk_is_named_by_index_by_the_audit() {
     let node = Node::start();
     let brand = key(2);
     node.register(&brand, "Acme", "Acme", &["brand"]);
-    scans(&node, &brand, "t", 10);
+    // Entry 5 in a full tile: the node hashes the last, partial tile's entries
+    // again when it opens, and would refuse the log instead of serving it.
+    scans(&node, &brand, "t", 300);
     let vkey = node.vkey();
     let dir = node.stop_and_keep();
     {
