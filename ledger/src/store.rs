@@ -386,11 +386,12 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
             continue;
         };
         if n != tile || at != value.len() / 32 || v.len() != 32 {
+            let expected = tile_base(tile) + (value.len() / 32) as u64;
             return Err(LedgerError::corrupt(format!(
-                "tree hash {index} ({} bytes) is not the next one of tile {tile}, which has {} \
-                 of its {TILE_HASHES}: a stored hash is missing or malformed",
-                v.len(),
-                value.len() / 32
+                "tree hash {expected} (tile {tile}, hash {} of {TILE_HASHES}) is missing or \
+                 malformed: the next stored one is {index}, of {} bytes",
+                value.len() / 32,
+                v.len()
             )));
         }
         value.extend_from_slice(&v);
@@ -432,11 +433,12 @@ fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
 }
 
 /// A migration that failed before it removed anything: drops the families it
-/// created (they hold only copies) and, from layout 3 (`tiles_added`), the tiles it
-/// wrote into `hashes`, so the store is as it was, and answers `e`. Without a
-/// migration (nothing created, no tiles added) it only answers `e`.
+/// created (they hold only copies) and, if `tiles_added` (any migration) and it did
+/// not create `hashes` (layout 3, or a migration from 1 or 2 cut short after it
+/// had), the tiles it wrote there, so the store is as it was, and answers `e`.
+/// Without a migration (nothing created, no tiles added) it only answers `e`.
 fn undo(mut db: DB, created: &[&str], tiles_added: bool, e: LedgerError) -> LedgerError {
-    if tiles_added {
+    if tiles_added && !created.contains(&HASHES) {
         if let Some(hashes) = db.cf_handle(HASHES) {
             if let Err(d) = db.delete_range_cf(hashes, b"t", b"u") {
                 return LedgerError::new(
@@ -631,7 +633,7 @@ impl Store {
             );
             for (name, options) in &missing {
                 if let Err(e) = db.create_cf(name, options) {
-                    return Err(undo(db, &created, from == 3, LedgerError::storage(e)));
+                    return Err(undo(db, &created, true, LedgerError::storage(e)));
                 }
                 created.push(name);
             }
@@ -661,12 +663,12 @@ impl Store {
                 // Layouts 1 and 2 keep the `h` hashes in the default family.
                 .and_then(|()| write_tiles(&db, (from == 3).then_some(HASHES), size));
             if let Err(e) = copied {
-                return Err(undo(db, &created, from == 3, e));
+                return Err(undo(db, &created, true, e));
             }
         }
         let actors = match load_actors(&db) {
             Ok(a) => a,
-            Err(e) => return Err(undo(db, &created, from == Some(3), e)),
+            Err(e) => return Err(undo(db, &created, from.is_some(), e)),
         };
         let store = Store {
             db,
@@ -679,12 +681,26 @@ impl Store {
             edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
         };
-        let loaded = store
-            .load_edge()
-            .and_then(|_| store.load_upper())
-            .and_then(|_| store.check_tree());
-        if let Err(e) = loaded {
-            return Err(undo(store.db, &created, from == Some(3), e));
+        let loaded = store.load_edge().and_then(|_| {
+            let rebuilt = store.load_upper()?;
+            store.check_tree()?;
+            Ok(rebuilt)
+        });
+        let rebuilt = match loaded {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => return Err(undo(store.db, &created, from.is_some(), e)),
+        };
+        // Upper hashes that had no `u` key (layout 1, or one lost), now checked
+        // against the root: written, so the next open reads them instead.
+        if !rebuilt.is_empty() {
+            let mut batch = WriteBatch::default();
+            for (level, n, h) in &rebuilt {
+                batch.put(upper_key(*level, *n), h.0);
+            }
+            store
+                .db
+                .write_opt(batch, &synced())
+                .map_err(LedgerError::storage)?;
         }
         if let Some(from) = from {
             store.finish_migration(from)?;
@@ -716,8 +732,9 @@ impl Store {
 
     /// Reads the upper levels of the tree into memory (see [`Store::upper`]) from
     /// their `u` copies, one short run of keys; whatever is missing there (a store
-    /// from layout 1) is hashed from the level below, level 8 from the tiles.
-    fn load_upper(&self) -> Result<()> {
+    /// from layout 1) is hashed from the level below, level 8 from the tiles, and
+    /// answered as (level, n, hash), for the caller to write once the root is checked.
+    fn load_upper(&self) -> Result<Vec<(u8, u64, Hash)>> {
         let size = self.size();
         let mut levels: Vec<Vec<Hash>> = (UPPER_LEVEL..64)
             .map(|level| size >> level)
@@ -750,10 +767,12 @@ impl Store {
                 }
             }
         }
+        let mut rebuilt = Vec::new();
         for l in 0..levels.len() {
             let (below, rest) = levels.split_at_mut(l);
             let hashes = &mut rest[0];
             let level = UPPER_LEVEL + l as u8;
+            let from = hashes.len();
             let mut n = hashes.len() as u64;
             while n < size >> level {
                 match below.last() {
@@ -780,16 +799,16 @@ impl Store {
                     }
                 }
             }
+            rebuilt.extend((from..hashes.len()).map(|k| (level, k as u64, hashes[k])));
         }
         *self.upper.write().expect("upper lock") = levels;
-        Ok(())
+        Ok(rebuilt)
     }
 
     /// The last step of a migration from layout `from` (after [`copy_prefixes`],
-    /// [`write_tiles`], [`Store::load_upper`] and the tree check on the copies): one
-    /// synced batch removes the originals of the copied keys and every `h` hash,
-    /// writes the `u` copies of the upper levels (layout 1 had none) and records the
-    /// layout.
+    /// [`write_tiles`], [`Store::load_upper`], the tree check on the copies and the
+    /// `u` keys layout 1 lacked): one synced batch removes the originals of the copied
+    /// keys and every `h` hash and records the layout.
     fn finish_migration(&self, from: u64) -> Result<()> {
         // Key ranges [from, to) of the default family, and of `hashes`.
         let mut moved: Vec<[u8; 2]> = Vec::new();
@@ -806,13 +825,6 @@ impl Store {
         // Layout 3's hashes; or copies left in `hashes` by an older release's
         // migration from layout 1 or 2 that was cut short.
         last.delete_range_cf(self.hashes_cf(), b"h", b"i");
-        if from == 1 {
-            for (l, hashes) in self.upper.read().expect("upper lock").iter().enumerate() {
-                for (n, h) in hashes.iter().enumerate() {
-                    last.put(upper_key(UPPER_LEVEL + l as u8, n as u64), h.0);
-                }
-            }
-        }
         last.put(META_LAYOUT, LAYOUT.to_be_bytes());
         self.db
             .write_opt(last, &synced())
@@ -843,11 +855,25 @@ impl Store {
         let size = cp.size;
         let root = tree::root(size, self)?;
         if root != cp.root {
-            let edge = self.edge.read().expect("edge lock").tile * tree::TILE_WIDTH;
+            // The partial tile's hashes come from its entries: one whose leaf hash
+            // is not indexed at its own place was altered.
+            let first = self.edge.read().expect("edge lock").tile * tree::TILE_WIDTH;
+            for i in first..size {
+                let bytes = self
+                    .entry(i)?
+                    .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
+                if self.index_of_leaf(&leaf_hash(&bytes))? != Some(i) {
+                    return Err(LedgerError::corrupt(format!(
+                        "entry {i} does not hash to the leaf hash indexed for it: its bytes \
+                         were altered (the tree of size {size} has root {root}, the last signed \
+                         checkpoint says {})",
+                        cp.root
+                    )));
+                }
+            }
             return Err(LedgerError::corrupt(format!(
                 "the stored tree of size {size} has root {root}, but the last signed checkpoint \
-                 says {}: one of the entries {edge}..{size} (hashed again on open) or a stored \
-                 tree hash was altered",
+                 says {}: a stored tree hash was altered",
                 cp.root
             )));
         }
@@ -1120,7 +1146,13 @@ impl Store {
             drop(known);
             // The last leaf of a tile: its lower hashes are complete.
             if index % tree::TILE_WIDTH == tree::TILE_WIDTH - 1 {
-                debug_assert_eq!(edge.hashes.len(), TILE_HASHES);
+                if edge.hashes.len() != TILE_HASHES {
+                    return Err(LedgerError::corrupt(format!(
+                        "tile {} would hold {} hashes, not {TILE_HASHES}; nothing was written",
+                        edge.tile,
+                        edge.hashes.len()
+                    )));
+                }
                 let value: Vec<u8> = edge.hashes.iter().flat_map(|h| h.0).collect();
                 batch.put_cf(hashes_cf, tile_key(edge.tile), value);
                 edge = Edge {
@@ -1167,7 +1199,8 @@ impl Store {
             if upper.len() == l {
                 upper.push(Vec::new());
             }
-            // Levels fill left to right; anything else stays readable from RocksDB.
+            // Levels fill left to right, one commit after another, so `k` is always
+            // the next place (the `u` key is written in any case).
             if let Some(level) = upper.get_mut(l) {
                 if level.len() as u64 == k {
                     level.push(h);
@@ -1309,20 +1342,29 @@ impl Store {
             return Ok(());
         };
         let (level, k) = tlog_tiles::split_stored_hash_index(base + at as u64);
-        Err(LedgerError::corrupt(if level == 0 {
-            format!(
-                "entry {k}: its bytes hash to {}, not to the leaf hash stored in the tree; \
-                 the entry was altered",
-                LeafHash(leaves.hashes()[at].0)
+        let hashed = LeafHash(leaves.hashes()[at].0);
+        Err(LedgerError::corrupt(
+            if level == 0 && self.index_of_leaf(&hashed)? == Some(k) {
+                // The entry is the one the leaf index knows: the tile is what changed.
+                format!(
+                "entry {k}: tile {n} stores {} as its leaf hash, but the entry hashes to {hashed}, \
+                 which the leaf index places at {k}: the tile's stored hash was altered",
+                LeafHash(stored[at].0)
             )
-        } else {
-            format!(
-                "the stored tree hash (level {level}, {k}) of tile {n} differs from the hash \
+            } else if level == 0 {
+                format!(
+                "entry {k}: its bytes hash to {hashed}, not to the leaf hash stored in the tree; \
+                 the entry was altered"
+            )
+            } else {
+                format!(
+                    "the stored tree hash (level {level}, {k}) of tile {n} differs from the hash \
                  of the entries {}..{}",
-                k << level,
-                (k + 1) << level
-            )
-        }))
+                    k << level,
+                    (k + 1) << level
+                )
+            },
+        ))
     }
 
     /// Verifies a checkpoint note with this log's key.
@@ -1408,8 +1450,24 @@ impl HashReader for Store {
         for (n, got) in tiles.into_iter().zip(got) {
             let value = match got {
                 Ok(Some(v)) if v.len() == TILE_HASHES * 32 => v,
-                Ok(Some(_)) => return Err(tlog_tiles::Error::MalformedHash),
-                _ => return Err(tlog_tiles::Error::IndexesNotInTree),
+                Ok(Some(v)) => {
+                    return Err(tlog_tiles::Error::InvalidInput(format!(
+                        "tile {n} of tree hashes is {} bytes, not {}",
+                        v.len(),
+                        TILE_HASHES * 32
+                    )))
+                }
+                // Every tile left of the partial one was written with its entries.
+                Ok(None) => {
+                    return Err(tlog_tiles::Error::InvalidInput(format!(
+                        "tile {n} of tree hashes is missing"
+                    )))
+                }
+                Err(e) => {
+                    return Err(tlog_tiles::Error::InvalidInput(format!(
+                        "reading tile {n} of tree hashes: {e}"
+                    )))
+                }
             };
             while let Some((_, at, pos)) = wanted.next_if(|w| w.0 == n) {
                 out[pos] = Hash(
@@ -1589,6 +1647,11 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         check(&store);
+        // ... and written back once the root checks, so the next open reads it.
+        assert_eq!(
+            store.db.get(upper_key(UPPER_LEVEL, 7)).unwrap().as_deref(),
+            Some(&store.upper.read().unwrap()[0][7].0[..])
+        );
         // A `u` copy that differs from the entries below it is named by the full
         // check (level 9, 2 is not on the path of the root of 5,173).
         store
@@ -1749,38 +1812,57 @@ mod tests {
     }
 
     /// A damaged layout-3 store is refused, and the tiles the attempt wrote into
-    /// its family `hashes` are removed again: still layout 3, no `t` key.
+    /// its family `hashes` are removed again: still layout 3, no `t` key. The same
+    /// for a layout-2 store whose earlier migration was cut short after it had
+    /// created the families (so this attempt did not create `hashes`).
     #[test]
-    fn a_refused_migration_from_layout_3_removes_its_tiles() {
-        for damage in [Damage::Upper, Damage::Hole] {
-            let (dir, path) = layout_3_store(600);
-            {
-                let (db, _) = open_db(&path, false).unwrap();
-                let mut batch = WriteBatch::default();
-                match damage {
-                    Damage::Upper => damage.apply(&mut batch),
-                    // The hole in tile 1: tile 0 is written first.
-                    Damage::Hole => batch.delete_cf(
-                        db.cf_handle(HASHES).unwrap(),
-                        hash_key(tlog_tiles::stored_hash_index(1, 200)),
-                    ),
+    fn a_refused_migration_removes_the_tiles_it_wrote() {
+        for layout in [3u64, 2] {
+            for damage in [Damage::Upper, Damage::Hole] {
+                let (dir, path) = layout_3_store(600);
+                {
+                    let (db, _) = open_db(&path, false).unwrap();
+                    let hashes = db.cf_handle(HASHES).unwrap();
+                    let mut batch = WriteBatch::default();
+                    if layout == 2 {
+                        // Entries and `h` hashes copied back into the default family;
+                        // the families stay, as a cut-short migration leaves them.
+                        for f in [ENTRIES, HASHES] {
+                            let cf = db.cf_handle(f).unwrap();
+                            for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                                let (k, v) = item.unwrap();
+                                batch.put(k, v);
+                            }
+                        }
+                        batch.put(META_LAYOUT, 2u64.to_be_bytes());
+                    }
+                    match (layout, damage) {
+                        // The hole in tile 1: tile 0 is written first.
+                        (3, Damage::Hole) => {
+                            batch.delete_cf(hashes, hash_key(tlog_tiles::stored_hash_index(1, 200)))
+                        }
+                        _ => damage.apply(&mut batch),
+                    }
+                    db.write(batch).unwrap();
                 }
-                db.write(batch).unwrap();
+                let e = Store::open(dir.path()).unwrap_err();
+                assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+                let (db, missing) = open_db(&path, false).unwrap();
+                assert!(missing.is_empty());
+                assert_eq!(
+                    db.get(META_LAYOUT).unwrap(),
+                    Some(layout.to_be_bytes().to_vec())
+                );
+                let hashes = db.cf_handle(HASHES).unwrap();
+                let first = db
+                    .prefix_iterator_cf(hashes, [b't'])
+                    .next()
+                    .map(|r| r.unwrap().0);
+                assert!(
+                    first.is_none_or(|k| k[0] != b't'),
+                    "no tile left behind (layout {layout})"
+                );
             }
-            let e = Store::open(dir.path()).unwrap_err();
-            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-            let (db, missing) = open_db(&path, false).unwrap();
-            assert!(missing.is_empty());
-            assert_eq!(
-                db.get(META_LAYOUT).unwrap(),
-                Some(3u64.to_be_bytes().to_vec())
-            );
-            let hashes = db.cf_handle(HASHES).unwrap();
-            let first = db
-                .prefix_iterator_cf(hashes, [b't'])
-                .next()
-                .map(|r| r.unwrap().0);
-            assert!(first.is_none_or(|k| k[0] != b't'), "no tile left behind");
         }
     }
 
@@ -1788,7 +1870,7 @@ mod tests {
     enum Damage {
         /// The `u` copies (8, 0) and (9, 0): one of them is on the root's path.
         Upper,
-        /// A level-1 hash of tile 0 deleted.
+        /// A level-1 hash of tile 0 deleted from the default family (layouts 1, 2).
         Hole,
     }
 
