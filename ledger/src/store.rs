@@ -381,8 +381,17 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
                 hex::encode(&k)
             ))
         })?;
-        // Levels 8 and up are kept as `u` copies.
+        // Levels 8 and up are kept as `u` keys only: each `h` one, about to be
+        // deleted, must equal its `u` copy where there is one (layout 1 has none).
         let Some((n, at)) = in_tile(index) else {
+            let (level, k) = tlog_tiles::split_stored_hash_index(index);
+            let copy = db.get(upper_key(level, k)).map_err(fail)?;
+            if copy.as_deref().is_some_and(|c| c != v.as_ref()) {
+                return Err(LedgerError::corrupt(format!(
+                    "the copy of tree hash (level {level}, {k}) differs from the stored hash: \
+                     one of them was altered"
+                )));
+            }
             continue;
         };
         if n != tile || at != value.len() / 32 || v.len() != 32 {
@@ -1864,6 +1873,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A `u` copy off the root's path that differs from its `h` hash is caught by
+    /// the migration (after it, only the full check would see it): 601 entries,
+    /// whose root reads (9, 0), not (8, 0).
+    #[test]
+    fn a_migration_refuses_an_upper_copy_that_differs_from_its_hash() {
+        let (dir, path) = layout_3_store(600);
+        {
+            let (db, _) = open_db(&path, false).unwrap();
+            db.put(upper_key(UPPER_LEVEL, 0), [0u8; 32]).unwrap();
+        }
+        let e = Store::open(dir.path()).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+        assert!(e.to_string().contains("(level 8, 0)"), "{e}");
+        let (db, _) = open_db(&path, false).unwrap();
+        assert_eq!(
+            db.get(META_LAYOUT).unwrap(),
+            Some(3u64.to_be_bytes().to_vec())
+        );
     }
 
     #[derive(Clone, Copy)]
