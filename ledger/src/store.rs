@@ -442,12 +442,12 @@ fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
 }
 
 /// A migration that failed before it removed anything: drops the families it
-/// created (they hold only copies) and, if `tiles_added` (any migration) and it did
-/// not create `hashes` (layout 3, or a migration from 1 or 2 cut short after it
-/// had), the tiles it wrote there, so the store is as it was, and answers `e`.
-/// Without a migration (nothing created, no tiles added) it only answers `e`.
-fn undo(mut db: DB, created: &[&str], tiles_added: bool, e: LedgerError) -> LedgerError {
-    if tiles_added && !created.contains(&HASHES) {
+/// created (they hold only copies) and, when `migrating` into a `hashes` it did not
+/// create (layout 3, or a migration from 1 or 2 cut short after creating it), the
+/// tiles it wrote there, so the store is as it was, and answers `e`. Outside a
+/// migration (nothing created) it only answers `e`: a layout-4 store's tiles stay.
+fn undo(mut db: DB, created: &[&str], migrating: bool, e: LedgerError) -> LedgerError {
+    if migrating && !created.contains(&HASHES) {
         if let Some(hashes) = db.cf_handle(HASHES) {
             if let Err(d) = db.delete_range_cf(hashes, b"t", b"u") {
                 return LedgerError::new(
