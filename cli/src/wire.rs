@@ -484,9 +484,11 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let seen = std::sync::Arc::new(AtomicUsize::new(0));
         let counted = seen.clone();
+        let (timed_out, client_timed_out) = std::sync::mpsc::channel::<()>();
         // Two kept-alive connections: on each the first request is answered; then
-        // the first connection's second request gets no answer until the client has
-        // timed out, the second's gets half a status line before the close.
+        // the first connection's second request gets no answer until the client says
+        // it has timed out (a channel, not a sleep, so a slow machine cannot reorder
+        // the two), the second's gets half a status line before the close.
         let server = std::thread::spawn(move || {
             for conn in 0..2 {
                 let (mut s, _) = listener.accept().unwrap();
@@ -501,7 +503,7 @@ mod tests {
                         (_, 0) => s
                             .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
                             .unwrap(),
-                        (0, _) => std::thread::sleep(Duration::from_millis(1300)),
+                        (0, _) => client_timed_out.recv().unwrap(),
                         _ => s.write_all(b"HTTP/1.1 20").unwrap(),
                     }
                 }
@@ -520,6 +522,7 @@ mod tests {
         let mut c = Conn::new(&t);
         assert_eq!(c.send(&req).unwrap().0, 201);
         assert_eq!(c.send(&req).unwrap_err().code(), "timeout");
+        timed_out.send(()).unwrap();
         assert_eq!(c.send(&req).unwrap().0, 201);
         assert_eq!(c.send(&req).unwrap_err().code(), "transport");
         server.join().unwrap();

@@ -1578,7 +1578,8 @@ mod tests {
             let (store, done) = (store.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut proved = 0u64;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // At least one round even if the commits all finish first.
+                while proved == 0 || !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let cp = store.checkpoint();
                     let last = cp.size - 1;
                     // The newest entry (in the partial tile, or the last of a tile

@@ -33,7 +33,10 @@ fn a_refusal_hands_the_reply_back_and_shutdown_ends_with_handles_held() {
         },
     );
     let submitter = seq.submitter();
-    // Hold the sequencer thread inside the first reply, so the queue fills.
+    // Hold the answering thread inside the first reply. The sequencer thread goes on
+    // taking work until the answers it has handed over fill their channel; only then
+    // does the queue fill. How many submissions that takes depends on how the
+    // sequencer groups them, so submit until the first refusal (a bounded number).
     let (hold_tx, hold_rx) = channel::<()>();
     let (started_tx, started_rx) = channel::<()>();
     submitter
@@ -42,35 +45,49 @@ fn a_refusal_hands_the_reply_back_and_shutdown_ends_with_handles_held() {
             Box::new(move |r| {
                 assert_eq!(r[0].as_ref().unwrap_err().code, Code::InvalidEvent);
                 started_tx.send(()).unwrap();
-                hold_rx.recv().unwrap();
+                // An Err here means the test itself already failed.
+                let _ = hold_rx.recv();
             }),
         )
         .unwrap();
     started_rx.recv().unwrap();
-    let (answered_tx, answered_rx) = channel::<&'static str>();
-    let queued = answered_tx.clone();
-    submitter
-        .submit(refused(), Box::new(move |_| queued.send("queued").unwrap()))
-        .unwrap();
-    let mine = answered_tx.clone();
-    let reply: Reply = Box::new(move |_| mine.send("handed back").unwrap());
-    let (e, reply) = submitter.try_submit(refused(), reply).unwrap_err();
+    let (answered_tx, answered_rx) = channel::<String>();
+    let labelled = |label: String| -> Reply {
+        let tx = answered_tx.clone();
+        Box::new(move |_| tx.send(label).unwrap())
+    };
+    let mut accepted = 0;
+    let (e, reply) = loop {
+        assert!(
+            accepted < 64,
+            "{accepted} submissions were all accepted while the answering thread was held"
+        );
+        match submitter.try_submit(refused(), labelled(format!("queued {accepted}"))) {
+            Ok(()) => accepted += 1,
+            Err(refusal) => break refusal,
+        }
+    };
+    assert!(accepted >= 1, "the queue holds at least one submission");
     assert_eq!(e.code, Code::Overloaded, "{e}");
+    assert!(e.detail.contains("queue is full"), "{e}");
+    // The refused submission's own reply came back, and still answers (while every
+    // accepted one is still held behind the first).
     reply(vec![Err(e)]);
-    assert_eq!(answered_rx.recv().unwrap(), "handed back");
+    assert_eq!(answered_rx.recv().unwrap(), format!("queued {accepted}"));
     hold_tx.send(()).unwrap();
-    assert_eq!(
-        answered_rx.recv().unwrap(),
-        "queued",
-        "queued work is answered"
-    );
+    for n in 0..accepted {
+        assert_eq!(
+            answered_rx.recv().unwrap(),
+            format!("queued {n}"),
+            "queued work is answered, in order"
+        );
+    }
     // A clone outlives the shutdown: the sequencer still stops, and the clone is
     // then refused with its reply handed back.
     let kept = submitter.clone();
     seq.shutdown();
-    let late = answered_tx.clone();
     let (e, reply) = kept
-        .try_submit(refused(), Box::new(move |_| late.send("late").unwrap()))
+        .try_submit(refused(), labelled("late".into()))
         .unwrap_err();
     assert_eq!(e.code, Code::Overloaded);
     assert!(e.detail.contains("shutting down"), "{e}");

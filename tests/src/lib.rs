@@ -257,6 +257,9 @@ impl Node {
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
+            // Shorter than any idle timeout a test gives the node (hostile.rs: 2 s),
+            // so a pooled connection is never reused just as the node closes it.
+            .pool_idle_timeout(Duration::from_secs(1))
             .no_proxy()
             .build()
             .expect("http client");

@@ -264,8 +264,10 @@ fn slow_loris_connections_are_cut_off_and_others_are_served_meanwhile() {
             assert_eq!(w.node.get("/v1/log").status, 200);
             let replay = w.node.post_json("/v1/events", &w.scan);
             assert_eq!(replay.status, 200, "{}", replay.text());
+            // Well below the 2 s that waiting behind the slow ones would take, with
+            // room for a busy machine.
             assert!(
-                t.elapsed() < Duration::from_secs(1),
+                t.elapsed() < Duration::from_millis(1500),
                 "an honest client waited {:?} behind slow ones",
                 t.elapsed()
             );

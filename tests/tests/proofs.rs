@@ -217,8 +217,10 @@ fn appends_acknowledged_before_sigterm_survive_the_restart() {
     let mut node = Node::start();
     node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
     let vkey = node.vkey();
+    let acked = std::sync::atomic::AtomicUsize::new(0);
     let acknowledged: Vec<Value> = std::thread::scope(|s| {
         let node = &node;
+        let acked = &acked;
         let senders: Vec<_> = (0..8)
             .map(|t| {
                 s.spawn(move || {
@@ -240,7 +242,10 @@ fn appends_acknowledged_before_sigterm_survive_the_restart() {
                         let status = r.status().as_u16();
                         let Ok(body) = r.json::<Value>() else { break };
                         match status {
-                            201 => got.push(body),
+                            201 => {
+                                got.push(body);
+                                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             503 => assert_eq!(code(&body), "overloaded"),
                             other => panic!("unexpected {other}: {body}"),
                         }
@@ -249,7 +254,14 @@ fn appends_acknowledged_before_sigterm_survive_the_restart() {
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SIGTERM once appends are being acknowledged (not after a fixed sleep,
+        // which a busy machine may spend starting the senders).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while acked.load(std::sync::atomic::Ordering::SeqCst) < 16
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(node.terminate());
         senders
             .into_iter()
