@@ -114,9 +114,13 @@ fn check_tile(n: u64, fetched: (u32, Vec<u8>, Vec<u8>)) -> Result<CheckedTile> {
     })
 }
 
-/// Redraws the progress line, at most every 200 ms (and at the end).
+/// Redraws the progress line on a terminal, at most every 200 ms; into a file or a
+/// pipe (a CI log, a cron job's mail), writes a line every 5 s instead. Both also
+/// at the end.
 fn progress(done: u64, total: u64, started: Instant, last: &mut Option<Instant>, quiet: bool) {
-    if quiet || (done < total && last.is_some_and(|l| l.elapsed().as_millis() < 200)) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every_ms = if terminal { 200 } else { 5_000 };
+    if quiet || (done < total && last.is_some_and(|l| l.elapsed().as_millis() < every_ms)) {
         return;
     }
     *last = Some(Instant::now());
@@ -133,11 +137,16 @@ fn progress(done: u64, total: u64, started: Instant, last: &mut Option<Instant>,
     } else {
         (done as usize * width) / total as usize
     };
-    eprint!(
-        "\r[{}{}] {done}/{total} entries  {rate:.0}/s  ETA {eta:.0}s   ",
+    let line = format!(
+        "[{}{}] {done}/{total} entries  {rate:.0}/s  ETA {eta:.0}s",
         "#".repeat(filled),
         " ".repeat(width - filled)
     );
+    if terminal {
+        eprint!("\r{line}   ");
+    } else {
+        eprintln!("{line}");
+    }
     let _ = std::io::stderr().flush();
 }
 
@@ -313,7 +322,8 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
         }
         Ok(())
     })?;
-    if !quiet {
+    // End the redrawn line (a file already has whole lines).
+    if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
     if frontier.root() != cp.root {

@@ -329,9 +329,14 @@ impl Node {
                     return false;
                 }
             }
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send() {
-                if r.status().is_success() {
-                    return true;
+            // Only once this node says it listens on the port: until then a /healthz
+            // answer could come from another test's node that took the port first.
+            let listening = format!("listening addr={}", self.url.trim_start_matches("http://"));
+            if self.log().contains(&listening) {
+                if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send() {
+                    if r.status().is_success() {
+                        return true;
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
