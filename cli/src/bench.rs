@@ -19,7 +19,8 @@
 //! bench competes with the node for those cores, which it reports (its own CPU time).
 
 use crate::client::Client;
-use crate::wire::{Conn, Target};
+use crate::mux::Answer;
+use crate::wire::{Conn, Target, WireError};
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use ledger::checkpoint::{CheckpointVerifier, SignedCheckpoint};
@@ -57,9 +58,14 @@ pub struct Args {
     /// Events to sign in advance and append.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000)]
     events: u64,
-    /// Concurrent connections (one thread each).
+    /// Concurrent connections. With one event (or proof) per request they are all
+    /// driven from one thread's event loop; batches get a thread per connection.
     #[arg(short = 'c', long, value_name = "C", default_value_t = 16)]
     connections: usize,
+    /// A thread per connection for every run, as before the event loop (to compare
+    /// what the bench's own driving costs the machine).
+    #[arg(long)]
+    thread_per_connection: bool,
     /// Envelopes per request: 1 sends each event alone to POST /v1/events, more sends
     /// POST /v1/events:batch (the node's --max-batch caps it, 1000 by default).
     #[arg(short = 'b', long, value_name = "B", default_value_t = 1)]
@@ -479,50 +485,49 @@ fn bench_appends(
 
     let before = checkpoint(client, log)?;
     let is_sample = |i: u64| sample_at.binary_search(&i).is_ok();
-    let mut drive = drive(args, target, &jobs, n, |w, job| {
-        let request = job.request.lock().ok().and_then(|mut b| b.take());
-        let Some(request) = request else { return };
-        let started = Instant::now();
-        let sent = w.conn.send(&request);
-        w.latencies.push(started.elapsed());
-        let (status, bytes) = match sent {
-            Ok(x) => x,
-            Err(e) => return w.fail(e.code(), job.count),
-        };
-        let events = job.first..job.first + job.count;
-        if b == 1 {
-            if !(200..300).contains(&status) {
-                return w.fail(&problem_code(status, &bytes), 1);
-            }
-            let Ok(raw) = serde_json::from_slice::<&RawValue>(&bytes) else {
-                return w.fail("unreadable_answer", 1);
-            };
-            w.receipt(
-                job.first,
-                raw,
-                &event_ids,
-                is_sample(job.first),
-                started,
-                log,
-            );
-        } else {
-            let reply = if (200..300).contains(&status) {
-                serde_json::from_slice::<BatchReply>(&bytes).ok()
+    let mut drive = drive(
+        args,
+        target,
+        &jobs,
+        n,
+        |w, job, started, (status, bytes)| {
+            let events = job.first..job.first + job.count;
+            if b == 1 {
+                if !(200..300).contains(&status) {
+                    return w.fail(&problem_code(status, &bytes), 1);
+                }
+                let Ok(raw) = serde_json::from_slice::<&RawValue>(&bytes) else {
+                    return w.fail("unreadable_answer", 1);
+                };
+                w.receipt(
+                    job.first,
+                    raw,
+                    &event_ids,
+                    is_sample(job.first),
+                    started,
+                    log,
+                );
             } else {
-                return w.fail(&problem_code(status, &bytes), job.count);
-            };
-            let Some(reply) = reply.filter(|r| r.results.len() as u64 == job.count) else {
-                return w.fail("unreadable_answer", job.count);
-            };
-            for (i, item) in events.zip(reply.results) {
-                match (item.receipt, item.problem) {
-                    (Some(raw), None) => w.receipt(i, raw, &event_ids, is_sample(i), started, log),
-                    (None, Some(p)) => w.fail(p.code.as_deref().unwrap_or("no_code"), 1),
-                    _ => w.fail("unreadable_answer", 1),
+                let reply = if (200..300).contains(&status) {
+                    serde_json::from_slice::<BatchReply>(&bytes).ok()
+                } else {
+                    return w.fail(&problem_code(status, &bytes), job.count);
+                };
+                let Some(reply) = reply.filter(|r| r.results.len() as u64 == job.count) else {
+                    return w.fail("unreadable_answer", job.count);
+                };
+                for (i, item) in events.zip(reply.results) {
+                    match (item.receipt, item.problem) {
+                        (Some(raw), None) => {
+                            w.receipt(i, raw, &event_ids, is_sample(i), started, log)
+                        }
+                        (None, Some(p)) => w.fail(p.code.as_deref().unwrap_or("no_code"), 1),
+                        _ => w.fail("unreadable_answer", 1),
+                    }
                 }
             }
-        }
-    });
+        },
+    );
 
     // Outside the timed part: check what the node said against what it serves.
     let after = checkpoint(client, log)?;
@@ -691,62 +696,59 @@ fn bench_proofs(
         "{q} inclusion proof requests for random entries of the tree of size {}",
         cp.size
     );
-    let mut drive = drive(args, target, &jobs, q, |w, job| {
-        let request = job.request.lock().ok().and_then(|mut b| b.take());
-        let Some(request) = request else { return };
-        let started = Instant::now();
-        let sent = w.conn.send(&request);
-        w.latencies.push(started.elapsed());
-        let (status, bytes) = match sent {
-            Ok(x) => x,
-            Err(e) => return w.fail(e.code(), 1),
-        };
-        if status != 200 {
-            return w.fail(&problem_code(status, &bytes), 1);
-        }
-        // Every answer is checked for what was asked; the sampled ones are parsed
-        // whole and verified against the signed root (parsing every hash of every
-        // answer would cost the bench more CPU than the node spends answering).
-        let Ok(head) = serde_json::from_slice::<ProofHead>(&bytes) else {
-            return w.fail("unreadable_answer", 1);
-        };
-        if head.index != job.first || head.tree_size != cp.size {
-            return w.fail("wrong_proof", 1);
-        }
-        if sample_at.binary_search(&job.seq).is_ok() {
-            let checked = serde_json::from_slice::<ProofAnswer>(&bytes)
-                .map_err(anyhow::Error::from)
-                .and_then(|p| {
-                    ledger::tree::verify_inclusion(
-                        &p.proof,
-                        cp.size,
-                        cp.root,
-                        p.index,
-                        p.leaf_hash,
-                    )?;
-                    if p.root_hash != cp.root {
-                        bail!(
-                            "root_hash {} is not the checkpoint's root {}",
-                            p.root_hash,
-                            cp.root
-                        );
-                    }
-                    Ok(p.leaf_hash)
-                });
-            match checked {
-                Ok(leaf_hash) => w.samples.push(Sampled {
-                    event: job.seq,
-                    index: head.index,
-                    leaf_hash,
-                    verified_after: started.elapsed(),
-                }),
-                Err(e) => w
-                    .sample_failures
-                    .push(format!("proof for entry {}: {e:#}", head.index)),
+    let mut drive = drive(
+        args,
+        target,
+        &jobs,
+        q,
+        |w, job, started, (status, bytes)| {
+            if status != 200 {
+                return w.fail(&problem_code(status, &bytes), 1);
             }
-        }
-        w.ok(1);
-    });
+            // Every answer is checked for what was asked; the sampled ones are parsed
+            // whole and verified against the signed root (parsing every hash of every
+            // answer would cost the bench more CPU than the node spends answering).
+            let Ok(head) = serde_json::from_slice::<ProofHead>(&bytes) else {
+                return w.fail("unreadable_answer", 1);
+            };
+            if head.index != job.first || head.tree_size != cp.size {
+                return w.fail("wrong_proof", 1);
+            }
+            if sample_at.binary_search(&job.seq).is_ok() {
+                let checked = serde_json::from_slice::<ProofAnswer>(&bytes)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|p| {
+                        ledger::tree::verify_inclusion(
+                            &p.proof,
+                            cp.size,
+                            cp.root,
+                            p.index,
+                            p.leaf_hash,
+                        )?;
+                        if p.root_hash != cp.root {
+                            bail!(
+                                "root_hash {} is not the checkpoint's root {}",
+                                p.root_hash,
+                                cp.root
+                            );
+                        }
+                        Ok(p.leaf_hash)
+                    });
+                match checked {
+                    Ok(leaf_hash) => w.samples.push(Sampled {
+                        event: job.seq,
+                        index: head.index,
+                        leaf_hash,
+                        verified_after: started.elapsed(),
+                    }),
+                    Err(e) => w
+                        .sample_failures
+                        .push(format!("proof for entry {}: {e:#}", head.index)),
+                }
+            }
+            w.ok(1);
+        },
+    );
     let mut failures = Vec::new();
     for s in &drive.samples {
         match client.get_bytes(&format!("/v1/entries/{}", s.index)) {
@@ -797,9 +799,8 @@ struct Sampled {
     verified_after: Duration,
 }
 
-/// One connection's thread and what it has seen.
+/// What one driving thread has seen.
 struct Worker<'a> {
-    conn: Conn<'a>,
     done: &'a AtomicU64,
     failed: &'a AtomicU64,
     latencies: Vec<Duration>,
@@ -810,7 +811,37 @@ struct Worker<'a> {
     sample_failures: Vec<String>,
 }
 
-impl Worker<'_> {
+impl<'a> Worker<'a> {
+    fn new(done: &'a AtomicU64, failed: &'a AtomicU64) -> Worker<'a> {
+        Worker {
+            done,
+            failed,
+            latencies: Vec::new(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            indices: Vec::new(),
+            samples: Vec::new(),
+            sample_failures: Vec::new(),
+        }
+    }
+
+    /// Counts one request's answer (or failure) and hands a good one to `handle`.
+    fn answered<F>(
+        &mut self,
+        job: &Job,
+        started: Instant,
+        sent: Result<Answer, WireError>,
+        handle: &F,
+    ) where
+        F: Fn(&mut Worker, &Job, Instant, Answer),
+    {
+        self.latencies.push(started.elapsed());
+        match sent {
+            Ok(answer) => handle(self, job, started, answer),
+            Err(e) => self.fail(e.code(), job.count),
+        }
+    }
+
     fn ok(&mut self, n: u64) {
         self.ok += n;
         self.done.fetch_add(n, Relaxed);
@@ -878,14 +909,24 @@ struct Drive {
     client_cpu_secs: Option<f64>,
 }
 
-fn drive<F>(args: &Args, target: &Target, jobs: &[Job], units: u64, work: F) -> Drive
+/// Sends every job's request and hands each good answer to `handle`: from one
+/// thread's event loop when each request carries one event or proof (many small
+/// requests, where a thread per connection would cost the machine more than the
+/// node spends), else from a thread per connection.
+fn drive<F>(args: &Args, target: &Target, jobs: &[Job], units: u64, handle: F) -> Drive
 where
-    F: Fn(&mut Worker, &Job) + Sync,
+    F: Fn(&mut Worker, &Job, Instant, Answer) + Sync,
 {
     let c = args.connections.min(jobs.len()).max(1);
+    let looped = args.batch <= 1 && !args.thread_per_connection;
     eprintln!(
-        "driving {} requests over {c} connections{}…",
+        "driving {} requests over {c} connections{}{}…",
         jobs.len(),
+        if looped {
+            " from one thread"
+        } else {
+            ", a thread each"
+        },
         args.duration
             .map(|d| format!(" for at most {d} s"))
             .unwrap_or_default()
@@ -898,41 +939,55 @@ where
     let cpu0 = own_cpu_secs();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    // The next job's request, while there is time left.
+    let take = || -> Option<(usize, Vec<u8>)> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let j = next.fetch_add(1, Relaxed);
+        let job = jobs.get(j)?;
+        sent.fetch_add(job.count, Relaxed);
+        let request = job.request.lock().ok().and_then(|mut b| b.take())?;
+        Some((j, request))
+    };
+    let mut loop_failed = None;
     let workers: Vec<Worker> = std::thread::scope(|s| {
         let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
-        let hs: Vec<_> = (0..c)
-            .map(|_| {
-                let (next, done, failed, sent, work) = (&next, &done, &failed, &sent, &work);
-                s.spawn(move || {
-                    // Each thread keeps its own keep-alive connection busy.
-                    let mut w = Worker {
-                        conn: Conn::new(target),
-                        done,
-                        failed,
-                        latencies: Vec::new(),
-                        ok: 0,
-                        errors: BTreeMap::new(),
-                        indices: Vec::new(),
-                        samples: Vec::new(),
-                        sample_failures: Vec::new(),
-                    };
-                    loop {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            break;
+        let ws = if looped {
+            let mut w = Worker::new(&done, &failed);
+            let ran = crate::mux::run(target, c, take, |j, started, answer| {
+                w.answered(&jobs[j], started, answer, &handle)
+            });
+            if let Err(e) = ran {
+                loop_failed = Some(e.to_string());
+            }
+            vec![w]
+        } else {
+            let hs: Vec<_> = (0..c)
+                .map(|_| {
+                    let (done, failed, take, handle) = (&done, &failed, &take, &handle);
+                    s.spawn(move || {
+                        // Each thread keeps its own keep-alive connection busy.
+                        let mut w = Worker::new(done, failed);
+                        let mut conn = Conn::new(target);
+                        while let Some((j, request)) = take() {
+                            let started = Instant::now();
+                            let answer = conn.send(&request);
+                            w.answered(&jobs[j], started, answer, handle);
                         }
-                        let j = next.fetch_add(1, Relaxed);
-                        let Some(job) = jobs.get(j) else { break };
-                        sent.fetch_add(job.count, Relaxed);
-                        work(&mut w, job);
-                    }
-                    w
+                        w
+                    })
                 })
-            })
-            .collect();
-        let ws = hs
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .collect::<Vec<_>>();
+                .collect();
+            let ws = hs
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .collect::<Vec<_>>();
+            if ws.len() < c {
+                loop_failed = Some(format!("{} of the bench's threads panicked", c - ws.len()));
+            }
+            ws
+        };
         finished.store(true, Relaxed);
         let _ = progress.join();
         ws
@@ -954,8 +1009,9 @@ where
         sample_failures: Vec::new(),
         client_cpu_secs,
     };
-    if workers.len() < c {
-        *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
+    if let Some(e) = loop_failed {
+        eprintln!("the bench's driver failed: {e}");
+        *d.errors.entry("bench_driver_failed".into()).or_default() += 1;
     }
     for w in workers {
         d.ok += w.ok;

@@ -8,6 +8,7 @@ mod audit;
 mod bench;
 mod client;
 mod keys;
+mod mux;
 mod wire;
 
 use anyhow::{bail, Context, Result};

@@ -1,5 +1,7 @@
-//! The bench's wire: one plain HTTP/1.1 keep-alive connection per bench thread,
-//! written and read on that thread.
+//! The bench's wire: plain HTTP/1.1 keep-alive connections, either one per bench
+//! thread, written and read on that thread ([`Conn`], for batches), or many on one
+//! thread's event loop (`crate::mux`, for one event or proof per request), both
+//! parsing answers with [`read_answer`].
 //!
 //! The bench shares the machine with the node it measures, so what it spends per
 //! request is taken from the node. A general client (reqwest's blocking one) hands
@@ -71,6 +73,16 @@ impl Target {
         })
     }
 
+    /// The node's addresses, as the URL's host resolved.
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// How long an answer may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The bytes of a whole request, for sending later as they are.
     pub fn request(&self, method: &str, path: &str, json_body: Option<&[u8]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + json_body.map_or(0, <[u8]>::len));
@@ -116,7 +128,7 @@ impl WireError {
         }
     }
 
-    fn io(e: std::io::Error) -> WireError {
+    pub(crate) fn io(e: std::io::Error) -> WireError {
         match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => WireError::Timeout,
             _ => WireError::Transport(e.to_string()),
@@ -203,7 +215,7 @@ impl<'t> Conn<'t> {
 }
 
 /// How far one exchange got before failing.
-enum Attempt {
+pub(crate) enum Attempt {
     /// The connection was found closed before one byte of an answer came back (a
     /// kept-alive connection the node had closed): the request was not taken.
     NothingBack(WireError),
@@ -213,7 +225,7 @@ enum Attempt {
 }
 
 /// Whether an I/O error says the connection was already closed.
-fn closed(e: &std::io::Error) -> bool {
+pub(crate) fn closed(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
@@ -222,7 +234,7 @@ fn closed(e: &std::io::Error) -> bool {
 }
 
 impl Attempt {
-    fn into_error(self) -> WireError {
+    pub(crate) fn into_error(self) -> WireError {
         match self {
             Attempt::NothingBack(e) | Attempt::Failed(e) => e,
         }
@@ -251,7 +263,7 @@ fn line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 
 /// Reads a status line, headers and body (past any interim 1xx answer); says
 /// whether the connection stays open.
-fn read_answer(r: &mut impl BufRead) -> Result<(u16, Vec<u8>, bool), Attempt> {
+pub(crate) fn read_answer(r: &mut impl BufRead) -> Result<(u16, Vec<u8>, bool), Attempt> {
     let mut buf = Vec::new();
     let mut first = true;
     loop {

@@ -1,0 +1,585 @@
+//! The bench's event loop: many keep-alive connections driven from one thread, as
+//! redis-benchmark and wrk do, for runs of many small requests (single appends,
+//! proofs at high concurrency).
+//!
+//! With a thread per connection, 256 connections are 256 threads that each sleep in
+//! `read` and are woken for every answer: on a 2-core machine shared with the node,
+//! those switches are cores taken from what is measured. Here one thread waits on
+//! all sockets at once (epoll through `mio`) and handles every answer that is ready
+//! per wake-up. The requests and the answers are the same bytes as on
+//! [`crate::wire::Conn`], parsed by the same code, with the same rule for sending a
+//! request again: only on a kept-alive connection found closed before one byte of
+//! an answer came back.
+
+use crate::wire::{self, Target, WireError};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{BufRead, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// An answer read off a connection: status and body.
+pub type Answer = (u16, Vec<u8>);
+
+/// What a parse of the bytes received so far found.
+enum Parsed {
+    /// A whole answer, its length in bytes and whether the connection stays open.
+    Whole(Answer, bool),
+    /// Not yet: wait until at least this many bytes have arrived (or the end).
+    Short(usize),
+    Broken(WireError),
+}
+
+/// The bytes received so far, read as a [`BufRead`] that notes whether the parser
+/// wanted more than there is, and how much.
+struct Received<'a> {
+    data: &'a [u8],
+    pos: usize,
+    wanted: Option<usize>,
+}
+
+impl Received<'_> {
+    fn want(&mut self, upto: usize) {
+        self.wanted = Some(self.wanted.unwrap_or(0).max(upto));
+    }
+}
+
+impl Read for Received<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = &self.data[self.pos..];
+        if left.len() < buf.len() {
+            self.want(self.pos + buf.len());
+        }
+        let n = left.len().min(buf.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl BufRead for Received<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.data.len() {
+            self.want(self.pos + 1);
+        }
+        Ok(&self.data[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// Parses `data` as one answer; `ended`: the node has closed the connection, so
+/// nothing more will come.
+fn parse(data: &[u8], ended: bool) -> Parsed {
+    let mut r = Received {
+        data,
+        pos: 0,
+        wanted: None,
+    };
+    let got = wire::read_answer(&mut r);
+    match (got, r.wanted) {
+        // A body that runs to the end of the connection reads past what there is.
+        (Ok((status, body, keep)), None) => Parsed::Whole((status, body), keep),
+        (Ok((status, body, _)), Some(_)) if ended => Parsed::Whole((status, body), false),
+        (Ok(_), Some(n)) => Parsed::Short(n),
+        (Err(_), Some(n)) if !ended => Parsed::Short(n),
+        (Err(_), Some(_)) if data.is_empty() => Parsed::Broken(WireError::Transport(
+            "the node closed the connection without answering".into(),
+        )),
+        (Err(_), Some(_)) => Parsed::Broken(WireError::Transport(
+            "the node closed the connection in the middle of its answer".into(),
+        )),
+        (Err(e), None) => Parsed::Broken(e.into_error()),
+    }
+}
+
+/// What every connection of the loop shares.
+struct Lp {
+    poll: Poll,
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+/// One connection and the request on it.
+struct Slot<T> {
+    stream: Option<TcpStream>,
+    /// The connect has completed (a first writable event).
+    connected: bool,
+    /// The stream has answered a request before (kept alive).
+    reused: bool,
+    request: Vec<u8>,
+    written: usize,
+    received: Vec<u8>,
+    /// Parse again once this many bytes are in.
+    need: usize,
+    job: Option<(T, Instant)>,
+    /// This request was already sent again once.
+    resent: bool,
+}
+
+/// Sends every request `next` yields over `connections` keep-alive connections at
+/// once, from this thread, and hands each answer (or what went wrong) to `done` with
+/// the moment its request was started. Returns when `next` yields nothing more and
+/// every request sent has been answered or failed.
+pub fn run<T>(
+    target: &Target,
+    connections: usize,
+    mut next: impl FnMut() -> Option<(T, Vec<u8>)>,
+    mut done: impl FnMut(T, Instant, Result<Answer, WireError>),
+) -> std::io::Result<()> {
+    // One address for every connection: a name that resolves to several (localhost)
+    // most often names a node listening on IPv4.
+    let addrs = target.addrs();
+    let addr = *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
+    let mut lp = Lp {
+        poll: Poll::new()?,
+        addr,
+        timeout: target.timeout(),
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Slot<T>> = (0..connections.max(1))
+        .map(|_| Slot {
+            stream: None,
+            connected: false,
+            reused: false,
+            request: Vec::new(),
+            written: 0,
+            received: Vec::with_capacity(4096),
+            need: 0,
+            job: None,
+            resent: false,
+        })
+        .collect();
+    let mut busy = 0usize;
+    for (i, s) in slots.iter_mut().enumerate() {
+        if start(&lp, s, i, &mut next, &mut done) {
+            busy += 1;
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    while busy > 0 {
+        // Wake up in time for the first request to run out of time.
+        let now = Instant::now();
+        let wait = slots
+            .iter()
+            .filter_map(|s| s.job.as_ref().map(|(_, t)| *t + lp.timeout))
+            .min()
+            .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1));
+        match lp.poll.poll(&mut events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let s = &mut slots[i];
+            if s.job.is_none() {
+                continue;
+            }
+            let outcome = step(s, &mut buf, ev.is_writable() || ev.is_error());
+            if let Some(outcome) = outcome {
+                if finish(&lp, s, i, outcome, &mut next, &mut done) {
+                    continue;
+                }
+                busy -= 1;
+            }
+        }
+        let now = Instant::now();
+        for (i, s) in slots.iter_mut().enumerate() {
+            let late = s.job.as_ref().is_some_and(|(_, t)| now >= *t + lp.timeout);
+            if late {
+                // The node may have taken it: never sent again.
+                let failed = Outcome::Failed(WireError::Timeout);
+                if !finish(&lp, s, i, failed, &mut next, &mut done) {
+                    busy -= 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Answered(Answer, bool),
+    Failed(WireError),
+    /// A kept-alive connection found closed before any answer: send again.
+    NothingBack(WireError),
+}
+
+/// Takes the next request for slot `i` and starts it; false if there is none.
+fn start<T>(
+    lp: &Lp,
+    s: &mut Slot<T>,
+    i: usize,
+    next: &mut impl FnMut() -> Option<(T, Vec<u8>)>,
+    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
+) -> bool {
+    loop {
+        let Some((tag, request)) = next() else {
+            return false;
+        };
+        s.request = request;
+        s.resent = false;
+        let started = Instant::now();
+        match send(lp, s, i) {
+            Ok(()) => {
+                s.job = Some((tag, started));
+                return true;
+            }
+            // Could not even connect: that request is answered at once.
+            Err(e) => done(tag, started, Err(e)),
+        }
+    }
+}
+
+/// Sends the slot's request, on its open connection or a new one.
+fn send<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), WireError> {
+    s.written = 0;
+    s.received.clear();
+    s.need = 0;
+    if s.stream.is_none() {
+        let mut stream = TcpStream::connect(lp.addr).map_err(WireError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        lp.poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(WireError::Connect)?;
+        s.stream = Some(stream);
+        s.connected = false;
+        s.reused = false;
+        // Written once the connect completes (the first writable event).
+        return Ok(());
+    }
+    match write_some(s) {
+        Ok(()) => Ok(()),
+        Err(Outcome::Failed(e)) | Err(Outcome::NothingBack(e)) => Err(e),
+        Err(Outcome::Answered(..)) => unreachable!("writing answers nothing"),
+    }
+}
+
+/// Writes what the socket takes of the request.
+fn write_some<T>(s: &mut Slot<T>) -> Result<(), Outcome> {
+    let Some(stream) = s.stream.as_mut() else {
+        return Ok(());
+    };
+    while s.written < s.request.len() {
+        match stream.write(&s.request[s.written..]) {
+            Ok(0) => {
+                return Err(Outcome::Failed(WireError::Transport(
+                    "wrote nothing".into(),
+                )))
+            }
+            Ok(n) => s.written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // A request not fully written cannot have been taken.
+            Err(e) if s.reused && wire::closed(&e) => {
+                return Err(Outcome::NothingBack(WireError::io(e)))
+            }
+            Err(e) if !s.connected || e.kind() == ErrorKind::ConnectionRefused => {
+                return Err(Outcome::Failed(WireError::Connect(e)))
+            }
+            Err(e) => return Err(Outcome::Failed(WireError::io(e))),
+        }
+    }
+    Ok(())
+}
+
+/// Moves the slot on after an event: writes, reads, and parses what has arrived.
+/// Some outcome once its request is answered or has failed.
+fn step<T>(s: &mut Slot<T>, buf: &mut [u8], writable: bool) -> Option<Outcome> {
+    if writable && !s.connected {
+        let stream = s.stream.as_ref()?;
+        match stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => return Some(Outcome::Failed(WireError::Connect(e))),
+        }
+        match stream.peer_addr() {
+            Ok(_) => s.connected = true,
+            // Not connected yet: a later event will say.
+            Err(e) if e.kind() == ErrorKind::NotConnected => return None,
+            Err(e) => return Some(Outcome::Failed(WireError::Connect(e))),
+        }
+    }
+    if s.connected && s.written < s.request.len() {
+        if let Err(o) = write_some(s) {
+            return Some(o);
+        }
+    }
+    let stream = s.stream.as_mut()?;
+    let mut ended = false;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => s.received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if s.received.is_empty() && s.reused && wire::closed(&e) => {
+                return Some(Outcome::NothingBack(WireError::io(e)))
+            }
+            Err(e) if wire::closed(&e) => {
+                ended = true;
+                break;
+            }
+            Err(e) => return Some(Outcome::Failed(WireError::io(e))),
+        }
+    }
+    if ended && s.received.is_empty() && s.reused && s.written == s.request.len() {
+        return Some(Outcome::NothingBack(WireError::Transport(
+            "the node closed the connection without answering".into(),
+        )));
+    }
+    if s.received.len() < s.need && !ended {
+        return None;
+    }
+    match parse(&s.received, ended) {
+        Parsed::Whole(answer, keep) => Some(Outcome::Answered(answer, keep && !ended)),
+        Parsed::Short(n) => {
+            s.need = n;
+            None
+        }
+        Parsed::Broken(e) => Some(Outcome::Failed(e)),
+    }
+}
+
+/// Ends the slot's request with `outcome` (or sends it again), then starts the next
+/// request; false if the slot is now idle.
+fn finish<T>(
+    lp: &Lp,
+    s: &mut Slot<T>,
+    i: usize,
+    outcome: Outcome,
+    next: &mut impl FnMut() -> Option<(T, Vec<u8>)>,
+    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
+) -> bool {
+    let keep = matches!(outcome, Outcome::Answered(_, true));
+    if !keep {
+        if let Some(mut stream) = s.stream.take() {
+            let _ = lp.poll.registry().deregister(&mut stream);
+        }
+    }
+    let result = match outcome {
+        Outcome::NothingBack(_) if !s.resent => {
+            // The node had closed this kept-alive connection before the request:
+            // it was not taken, so it goes once more on a new connection.
+            s.resent = true;
+            match send(lp, s, i) {
+                Ok(()) => return true,
+                Err(e) => Err(e),
+            }
+        }
+        Outcome::NothingBack(e) | Outcome::Failed(e) => Err(e),
+        Outcome::Answered(answer, _) => {
+            s.reused = true;
+            Ok(answer)
+        }
+    };
+    if let Some((tag, started)) = s.job.take() {
+        done(tag, started, result);
+    }
+    start(lp, s, i, next, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+    use std::net::TcpListener;
+
+    const OK: &[u8] = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn an_answer_is_whole_only_once_all_its_bytes_are_in() {
+        for cut in 0..OK.len() {
+            match parse(&OK[..cut], false) {
+                Parsed::Short(n) => assert!(n > cut && n <= OK.len(), "cut {cut}: wait for {n}"),
+                _ => panic!("cut at {cut} of {} bytes is not short", OK.len()),
+            }
+        }
+        assert!(matches!(parse(OK, false), Parsed::Whole((201, ref b), true) if b == b"ok"));
+        // Once the body's start is in, the wait is for exactly the rest of it.
+        let head = OK.len() - 2;
+        assert!(matches!(parse(&OK[..head], false), Parsed::Short(n) if n == OK.len()));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        assert!(matches!(parse(&chunked[..40], false), Parsed::Short(_)));
+        assert!(matches!(parse(chunked, false), Parsed::Whole((200, ref b), true) if b == b"ab"));
+        // A body framed by the end of the connection is whole only at the end.
+        let to_end = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it";
+        assert!(matches!(parse(to_end, false), Parsed::Short(_)));
+        assert!(
+            matches!(parse(to_end, true), Parsed::Whole((200, ref b), false) if b == b"all of it")
+        );
+        // Cut short by the close, or not HTTP: broken, not waited for.
+        assert!(matches!(parse(&OK[..10], true), Parsed::Broken(_)));
+        assert!(matches!(
+            parse(b"SMTP ready\r\n\r\n", false),
+            Parsed::Broken(_)
+        ));
+        assert!(matches!(parse(b"", true), Parsed::Broken(_)));
+    }
+
+    /// Serves `conns` connections, each with `answer(connection, request number,
+    /// stream)` for every request read; counts the requests.
+    fn server(
+        conns: usize,
+        answer: impl Fn(usize, usize, &mut std::net::TcpStream) -> bool + Send + Sync + 'static,
+    ) -> (Target, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(answer);
+        let h = std::thread::spawn(move || {
+            let hs: Vec<_> = (0..conns)
+                .map(|c| {
+                    let (mut s, _) = listener.accept().unwrap();
+                    let answer = answer.clone();
+                    std::thread::spawn(move || {
+                        let mut r = BufReader::new(s.try_clone().unwrap());
+                        let mut seen = 0;
+                        loop {
+                            let mut line = String::new();
+                            let mut length = 0;
+                            loop {
+                                line.clear();
+                                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return seen;
+                                }
+                                if line == "\r\n" {
+                                    break;
+                                }
+                                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                                    length = v.trim().parse().unwrap();
+                                }
+                            }
+                            let mut body = vec![0; length];
+                            r.read_exact(&mut body).unwrap();
+                            seen += 1;
+                            if !answer(c, seen, &mut s) {
+                                return seen;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let t = Target::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+        (t, h)
+    }
+
+    /// Runs `n` POSTs over `c` connections; each job's result in job order.
+    fn drive(t: &Target, c: usize, n: usize) -> Vec<Result<Answer, String>> {
+        let mut results: Vec<Option<Result<Answer, String>>> = (0..n).map(|_| None).collect();
+        let req = t.request("POST", "/v1/events", Some(b"{}"));
+        let mut k = 0;
+        run(
+            t,
+            c,
+            || {
+                k += 1;
+                (k <= n).then(|| (k - 1, req.clone()))
+            },
+            |j, _, r| {
+                assert!(results[j].is_none(), "job {j} answered twice");
+                results[j] = Some(r.map_err(|e| e.code().to_owned()));
+            },
+        )
+        .unwrap();
+        results
+            .into_iter()
+            .map(|r| r.expect("every job answered"))
+            .collect()
+    }
+
+    #[test]
+    fn many_connections_from_one_thread_each_get_their_answers() {
+        // Answers arrive a byte at a time on one of the connections.
+        let (t, server) = server(8, |c, _, s| {
+            if c == 0 {
+                for b in OK {
+                    s.write_all(&[*b]).unwrap();
+                    s.flush().unwrap();
+                }
+            } else {
+                s.write_all(OK).unwrap();
+            }
+            true
+        });
+        let results = drive(&t, 8, 400);
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Ok((201, b)) if b == b"ok")));
+        drop(t);
+        assert_eq!(server.join().unwrap(), 400, "each request sent once");
+    }
+
+    #[test]
+    fn only_a_request_on_a_connection_closed_before_any_answer_is_sent_again() {
+        // Connection 0: the first request is answered, the second gets no answer
+        // (the connection is closed: it was never taken) and goes again on
+        // connection 1, whose first is answered and whose second gets half a status
+        // line (it may have been taken: not sent again).
+        let (t, server) = server(2, |c, n, s| match (c, n) {
+            (_, 1) => {
+                s.write_all(OK).unwrap();
+                true
+            }
+            (0, _) => false,
+            _ => {
+                s.write_all(b"HTTP/1.1 20").unwrap();
+                false
+            }
+        });
+        let results = drive(&t, 1, 4);
+        assert!(matches!(&results[0], Ok((201, _))));
+        assert!(matches!(&results[1], Ok((201, _))), "{:?}", results[1]);
+        assert_eq!(results[2], Err("transport".to_owned()));
+        // The fourth opens a third connection, which nobody accepts: refused or timed out.
+        assert!(results[3].is_err());
+        drop(t);
+        assert_eq!(server.join().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_request_without_an_answer_times_out_and_is_not_sent_again() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let (t, server) = server(1, move |_, _, _| {
+            // Hold the answer until the client has timed out, then close.
+            released.lock().unwrap().recv().unwrap();
+            false
+        });
+        let t = Target::new(
+            &format!("http://{}", t.addrs()[0]),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let results = drive(&t, 1, 1);
+        assert_eq!(results[0], Err("timeout".to_owned()));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        release.send(()).unwrap();
+        assert_eq!(server.join().unwrap(), 1, "sent once");
+    }
+
+    #[test]
+    fn no_node_listening_fails_each_request_as_connect() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let t = Target::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+        let results = drive(&t, 2, 3);
+        assert!(
+            results.iter().all(|r| r == &Err("connect".to_owned())),
+            "{results:?}"
+        );
+    }
+}
