@@ -944,11 +944,15 @@ where
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
         }
-        let j = next.fetch_add(1, Relaxed);
-        let job = jobs.get(j)?;
-        sent.fetch_add(job.count, Relaxed);
-        let request = job.request.lock().ok().and_then(|mut b| b.take())?;
-        Some((j, request))
+        loop {
+            let j = next.fetch_add(1, Relaxed);
+            let job = jobs.get(j)?;
+            sent.fetch_add(job.count, Relaxed);
+            // Each job's request is taken once (a poisoned lock: skip that job).
+            if let Some(request) = job.request.lock().ok().and_then(|mut b| b.take()) {
+                return Some((j, request));
+            }
+        }
     };
     let mut loop_failed = None;
     let workers: Vec<Worker> = std::thread::scope(|s| {
@@ -979,14 +983,9 @@ where
                     })
                 })
                 .collect();
-            let ws = hs
-                .into_iter()
+            hs.into_iter()
                 .filter_map(|h| h.join().ok())
-                .collect::<Vec<_>>();
-            if ws.len() < c {
-                loop_failed = Some(format!("{} of the bench's threads panicked", c - ws.len()));
-            }
-            ws
+                .collect::<Vec<_>>()
         };
         finished.store(true, Relaxed);
         let _ = progress.join();
@@ -1009,6 +1008,9 @@ where
         sample_failures: Vec::new(),
         client_cpu_secs,
     };
+    if !looped && workers.len() < c {
+        *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
+    }
     if let Some(e) = loop_failed {
         eprintln!("the bench's driver failed: {e}");
         *d.errors.entry("bench_driver_failed".into()).or_default() += 1;

@@ -129,7 +129,9 @@ pub fn run<T>(
     mut done: impl FnMut(T, Instant, Result<Answer, WireError>),
 ) -> std::io::Result<()> {
     // One address for every connection: a name that resolves to several (localhost)
-    // most often names a node listening on IPv4.
+    // most often names a node listening on IPv4 (the node's default). A node that
+    // listens only on another of them: use --thread-per-connection, whose
+    // connections try each address in turn.
     let addrs = target.addrs();
     let addr = *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
     let mut lp = Lp {
@@ -257,8 +259,26 @@ fn send<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), WireError> {
     }
     match write_some(s) {
         Ok(()) => Ok(()),
-        Err(Outcome::Failed(e)) | Err(Outcome::NothingBack(e)) => Err(e),
-        Err(Outcome::Answered(..)) => unreachable!("writing answers nothing"),
+        Err(outcome) => {
+            close(lp, s);
+            match outcome {
+                // The kept-alive connection was closed before the request: it was
+                // not taken, so it goes once more on a new connection.
+                Outcome::NothingBack(_) if !s.resent => {
+                    s.resent = true;
+                    send(lp, s, i)
+                }
+                Outcome::Failed(e) | Outcome::NothingBack(e) => Err(e),
+                Outcome::Answered(..) => unreachable!("writing answers nothing"),
+            }
+        }
+    }
+}
+
+/// Closes the slot's connection, if it has one.
+fn close<T>(lp: &Lp, s: &mut Slot<T>) {
+    if let Some(mut stream) = s.stream.take() {
+        let _ = lp.poll.registry().deregister(&mut stream);
     }
 }
 
@@ -332,7 +352,8 @@ fn step<T>(s: &mut Slot<T>, buf: &mut [u8], writable: bool) -> Option<Outcome> {
             Err(e) => return Some(Outcome::Failed(WireError::io(e))),
         }
     }
-    if ended && s.received.is_empty() && s.reused && s.written == s.request.len() {
+    // (Also with the request only partly written: that cannot have been taken.)
+    if ended && s.received.is_empty() && s.reused {
         return Some(Outcome::NothingBack(WireError::Transport(
             "the node closed the connection without answering".into(),
         )));
@@ -362,9 +383,7 @@ fn finish<T>(
 ) -> bool {
     let keep = matches!(outcome, Outcome::Answered(_, true));
     if !keep {
-        if let Some(mut stream) = s.stream.take() {
-            let _ = lp.poll.registry().deregister(&mut stream);
-        }
+        close(lp, s);
     }
     let result = match outcome {
         Outcome::NothingBack(_) if !s.resent => {
