@@ -2,9 +2,10 @@
 //! redis-benchmark, that also measures the machine's limit in the same run.
 //!
 //! Everything that is not the node's work happens outside the timed part: events are
-//! signed and request bodies serialised before the clock starts. Then C threads (one
-//! HTTP/1.1 keep-alive connection each) send them as fast as the node answers, one
-//! event per `POST /v1/events` or B per `POST /v1/events:batch`. A fast wrong answer
+//! signed and request bodies serialised before the clock starts. Then C HTTP/1.1
+//! keep-alive connections send them as fast as the node answers, one event per
+//! `POST /v1/events` (all connections on one thread's event loop, `crate::mux`) or B
+//! per `POST /v1/events:batch` (a thread per connection). A fast wrong answer
 //! cannot pass: every receipt must name the event that was sent under a distinct
 //! index, a sample of receipts is verified cryptographically (checkpoint signature
 //! with the log's vkey, inclusion proof) and their entry bytes are fetched back and
