@@ -460,16 +460,21 @@ fn the_first_serve_on_an_empty_dir_creates_a_log_and_a_private_admin_key() {
         .local_addr()
         .unwrap()
         .port();
+    let log = dir.path().join("node.log");
     let mut child = Command::new(binary("custody-node"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(&data)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/v1/log");
+    // Asked only once this node says it listens there: another test's node could
+    // have taken the port in between.
+    let listening = format!("listening addr=127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let info = loop {
-        if let Ok(r) = reqwest::blocking::get(&url) {
+        let ours = std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening));
+        if let Some(r) = ours.then(|| reqwest::blocking::get(&url).ok()).flatten() {
             break r.json::<serde_json::Value>().unwrap();
         }
         assert!(
