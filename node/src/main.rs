@@ -195,11 +195,9 @@ async fn run(
     listen: std::net::SocketAddr,
     header_timeout: Duration,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("listening on {listen} (--listen): is another process using it?")
-        })?;
+    let listener = bind(listen).with_context(|| {
+        format!("listening on {listen} (--listen): is another process using it?")
+    })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(listen), "listening");
     let app = routes::router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -241,6 +239,26 @@ async fn run(
     Ok(())
 }
 
+/// Connections the kernel queues for the accept loop. tokio (through mio) listens
+/// with the standard library's 128: 256 clients connecting at once overflowed it,
+/// and every connection whose SYN was dropped waited the kernel's 1 s before trying
+/// again (seen as a 1 s maximum latency in `custody bench`, 103 of 256 connections).
+/// The kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The listening socket: as tokio's own `bind` (address reuse, so a restarted node
+/// can listen at once), with a backlog of [`LISTEN_BACKLOG`].
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -261,5 +279,40 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More clients than the old backlog (128) connect while nothing accepts: each
+    /// connect completes at once from the kernel's queue, none waits for a SYN to be
+    /// sent again (with a backlog of 128 the 130th would, and time out here).
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_not_dropped() {
+        // A kernel that caps backlogs lower than 300 (somaxconn) is tested up to its cap.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(300);
+        let n = cap.min(300);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients = tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|i| {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(800))
+                        .unwrap_or_else(|e| panic!("connection {i} of {n} was not queued: {e}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        assert_eq!(clients.len(), n);
+        // They are all there to be accepted.
+        for _ in 0..n {
+            listener.accept().await.unwrap();
+        }
     }
 }
