@@ -117,13 +117,23 @@ fn check_tile(n: u64, fetched: (u32, Vec<u8>, Vec<u8>)) -> Result<CheckedTile> {
 /// Redraws the progress line on a terminal, at most every 200 ms; into a file or a
 /// pipe (a CI log, a cron job's mail), writes a line every 5 s instead. Both also
 /// at the end.
-fn progress(done: u64, total: u64, started: Instant, last: &mut Option<Instant>, quiet: bool) {
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+/// The progress shown so far: when the line was last written, and whether stderr is
+/// a terminal (asked once per audit).
+struct Shown {
+    last: Option<Instant>,
+    terminal: bool,
+}
+
+fn progress(done: u64, total: u64, started: Instant, shown: &mut Shown, quiet: bool) {
+    let terminal = shown.terminal;
     let every_ms = if terminal { 200 } else { 5_000 };
-    if quiet || (done < total && last.is_some_and(|l| l.elapsed().as_millis() < every_ms)) {
+    let recent = shown
+        .last
+        .is_some_and(|l| l.elapsed().as_millis() < every_ms);
+    if quiet || (done < total && recent) {
         return;
     }
-    *last = Some(Instant::now());
+    shown.last = Some(Instant::now());
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     let rate = done as f64 / secs;
     let eta = if rate > 0.0 {
@@ -210,7 +220,10 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     let mut violations = Vec::new();
     let mut history = None;
     let tiles = size.div_ceil(TILE_WIDTH);
-    let mut shown = None;
+    let mut shown = Shown {
+        last: None,
+        terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     // One verifying thread per core (at most MAX_VERIFIERS), each taking every k-th
     // tile as the fetcher hands them out; this thread takes their results back in
     // tile order and replays them.
@@ -323,7 +336,7 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
         Ok(())
     })?;
     // End the redrawn line (a file already has whole lines).
-    if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if !quiet && shown.terminal {
         eprintln!();
     }
     if frontier.root() != cp.root {
