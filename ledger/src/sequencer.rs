@@ -70,6 +70,21 @@ pub fn look_up(store: &Store, items: &[Result<Opened>]) -> Option<Prior> {
     Some(Prior { size, found })
 }
 
+impl Prior {
+    /// Cuts a lookup of several requests' items into one per request, `counts`
+    /// their numbers of items in order (which must add up to the lookup's).
+    pub(crate) fn split(self, counts: &[usize]) -> Vec<Prior> {
+        let mut found = self.found.into_iter();
+        counts
+            .iter()
+            .map(|&n| Prior {
+                size: self.size,
+                found: found.by_ref().take(n).collect(),
+            })
+            .collect()
+    }
+}
+
 /// The events this sequencer committed most recently, by event id: what a [`Prior`]
 /// taken a few groups ago cannot know. Holds the last [`RECENT`] entries.
 struct Recent {
@@ -147,6 +162,9 @@ pub struct Stats {
     pub appended: std::sync::atomic::AtomicU64,
     pub duplicates: std::sync::atomic::AtomicU64,
     pub refused: std::sync::atomic::AtomicU64,
+    /// Events the sequencer looked up in the store on its own thread, because their
+    /// submitter had not ([`look_up`]) or its lookup was too old to trust.
+    pub sequencer_lookups: std::sync::atomic::AtomicU64,
     /// Sum of commit latencies in microseconds.
     pub commit_micros: std::sync::atomic::AtomicU64,
     /// Commit latency histogram: counts of commits ≤ each bound in [`LATENCY_BOUNDS_MS`].
@@ -284,6 +302,16 @@ impl Submitter {
         reply: Reply,
     ) -> std::result::Result<(), (LedgerError, Reply)> {
         self.send(items, None, reply)
+    }
+
+    /// [`Submitter::try_submit`] with the events already looked up ([`look_up`]).
+    pub fn try_submit_looked_up(
+        &self,
+        items: Vec<Result<Opened>>,
+        prior: Option<Prior>,
+        reply: Reply,
+    ) -> std::result::Result<(), (LedgerError, Reply)> {
+        self.send(items, prior, reply)
     }
 
     fn send(
@@ -474,6 +502,9 @@ impl Worker {
         let read = if ids.is_empty() {
             Ok(Vec::new())
         } else {
+            self.stats
+                .sequencer_lookups
+                .fetch_add(ids.len() as u64, Relaxed);
             store.indexes_of_events(&ids)
         };
         let mut seen = Seen {

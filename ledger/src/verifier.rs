@@ -5,9 +5,14 @@
 //! a full signature verification and a hand-off to a thread of its own. The pool
 //! gathers whatever is waiting (up to [`MAX_GATHER`] envelopes) into one batch
 //! equation, one thread per core, and answers each caller with its own verdicts.
+//! Given the store, a thread also looks up in one read which of the gathered
+//! events the log already holds ([`look_up`]), so the sequencer's one thread need
+//! not (spec/storage.md §Committing).
 
 use crate::envelope::{open_here, Envelope, Opened};
 use crate::error::{Code, LedgerError, Result};
+use crate::sequencer::{look_up, Prior};
+use crate::store::Store;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,8 +20,9 @@ use std::thread::JoinHandle;
 /// Most envelopes one thread gathers into one batch.
 pub const MAX_GATHER: usize = 512;
 
-/// Called once with one verdict per envelope, in order.
-pub type Reply = Box<dyn FnOnce(Vec<Result<Opened>>) + Send>;
+/// Called once with one verdict per envelope, in order, and the lookup of those
+/// that opened (None without a store, or if the read failed).
+pub type Reply = Box<dyn FnOnce(Vec<Result<Opened>>, Option<Prior>) + Send>;
 
 struct Work {
     envelopes: Vec<Envelope>,
@@ -30,16 +36,18 @@ pub struct Verifier {
 
 impl Verifier {
     /// Starts `threads` verifier threads (at least one) behind a queue of
-    /// `capacity` requests.
-    pub fn start(threads: usize, capacity: usize) -> Verifier {
+    /// `capacity` requests. With `store`, each gathered batch is also looked up in
+    /// it after opening.
+    pub fn start(threads: usize, capacity: usize, store: Option<Arc<Store>>) -> Verifier {
         let (tx, rx) = sync_channel::<Work>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..threads.max(1))
             .map(|i| {
                 let rx = rx.clone();
+                let store = store.clone();
                 std::thread::Builder::new()
                     .name(format!("custody-verify-{i}"))
-                    .spawn(move || run(&rx))
+                    .spawn(move || run(&rx, store.as_deref()))
                     .expect("spawning a verifier thread")
             })
             .collect();
@@ -78,7 +86,7 @@ impl Drop for Verifier {
     }
 }
 
-fn run(rx: &Mutex<Receiver<Work>>) {
+fn run(rx: &Mutex<Receiver<Work>>, store: Option<&Store>) {
     loop {
         // Take the first waiting request (blocking), then whatever else is already
         // queued, and release the queue for the other threads before verifying.
@@ -107,9 +115,14 @@ fn run(rx: &Mutex<Receiver<Work>>) {
             all.extend(w.envelopes);
             replies.push(w.reply);
         }
-        let mut verdicts = open_here(all).into_iter();
+        let verdicts = open_here(all);
+        let mut priors = store
+            .and_then(|s| look_up(s, &verdicts))
+            .map(|p| p.split(&counts).into_iter());
+        let mut verdicts = verdicts.into_iter();
         for (reply, n) in replies.into_iter().zip(counts) {
-            reply(verdicts.by_ref().take(n).collect());
+            let prior = priors.as_mut().and_then(|p| p.next());
+            reply(verdicts.by_ref().take(n).collect(), prior);
         }
     }
 }
@@ -129,7 +142,7 @@ mod tests {
 
     #[test]
     fn every_caller_gets_its_own_verdicts_in_order() {
-        let v = Verifier::start(2, 1024);
+        let v = Verifier::start(2, 1024, None);
         let (tx, rx) = std::sync::mpsc::channel();
         for caller in 0..50u8 {
             let mut envs: Vec<Envelope> = (0..(caller % 4 + 1))
@@ -146,7 +159,8 @@ mod tests {
             let tx = tx.clone();
             v.submit(
                 envs,
-                Box::new(move |r| {
+                Box::new(move |r, prior| {
+                    assert!(prior.is_none(), "no store, no lookup");
                     let got: Vec<bool> = r.iter().map(|x| x.is_ok()).collect();
                     tx.send((caller, expected, got)).unwrap();
                 }),
@@ -165,20 +179,22 @@ mod tests {
     #[test]
     fn a_full_queue_is_refused_as_overloaded() {
         // One thread, held busy by a reply that waits; capacity one.
-        let v = Verifier::start(1, 1);
+        let v = Verifier::start(1, 1, None);
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         v.submit(
             vec![envelope(1)],
-            Box::new(move |_| {
+            Box::new(move |_, _| {
                 started_tx.send(()).unwrap();
                 hold_rx.recv().unwrap();
             }),
         )
         .unwrap();
         started_rx.recv().unwrap();
-        v.submit(vec![envelope(2)], Box::new(|_| {})).unwrap();
-        let e = v.submit(vec![envelope(3)], Box::new(|_| {})).unwrap_err();
+        v.submit(vec![envelope(2)], Box::new(|_, _| {})).unwrap();
+        let e = v
+            .submit(vec![envelope(3)], Box::new(|_, _| {}))
+            .unwrap_err();
         assert_eq!(e.code, Code::Overloaded);
         hold_tx.send(()).unwrap();
     }

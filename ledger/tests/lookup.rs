@@ -142,3 +142,108 @@ fn a_lookup_with_repeats_and_bad_envelopes_keeps_every_item_in_place() {
     assert!(ok[..5].iter().all(|(_, dup)| !dup));
     assert_eq!(ok[5], (ok[1].0, true));
 }
+
+/// Single-event requests are looked up by the verifier thread that opens them, one
+/// read for everything it gathered: each caller gets its own part of that lookup,
+/// and the sequencer, trusting it, still logs every event once and answers a repeat
+/// with the original receipt.
+#[test]
+fn verifier_threads_look_up_what_they_open_for_each_caller() {
+    use ledger::verifier::Verifier;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (_dir, store, seq) = setup();
+    let old: HashMap<u64, u64> = (300..310)
+        .zip(submit(&seq, (300..310).map(scan).collect(), None))
+        .map(|(serial, (index, _))| (serial, index))
+        .collect();
+    let size = store.size();
+    let own_reads = seq.stats().sequencer_lookups.load(Relaxed);
+    let v = Verifier::start(2, 1024, Some(store.clone()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    // 60 callers of 1–3 envelopes: events already logged (300..310), new ones
+    // (400..420, most sent by several callers), and now and then a bad signature
+    // (None).
+    let mut sent: Vec<Vec<Option<u64>>> = Vec::new();
+    for c in 0..60u64 {
+        let serials: Vec<u64> = (0..c % 3 + 1)
+            .map(|i| c * 3 + i)
+            .map(|n| {
+                if n % 4 == 0 {
+                    300 + n % 10
+                } else {
+                    400 + n % 20
+                }
+            })
+            .collect();
+        let mut envs: Vec<Envelope> = serials.iter().map(|&n| scan(n)).collect();
+        let mut expect: Vec<Option<u64>> = serials.into_iter().map(Some).collect();
+        if c % 11 == 5 {
+            envs[0].signatures[0].sig =
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0u8; 64]);
+            expect[0] = None;
+        }
+        sent.push(expect);
+        let (tx, submitter) = (tx.clone(), seq.submitter());
+        v.submit(
+            envs,
+            Box::new(move |verdicts, prior| {
+                assert!(
+                    prior.is_some(),
+                    "caller {c}: a store was given, so a lookup"
+                );
+                let reply = Box::new(move |r| tx.send((c, r)).unwrap());
+                if let Err((e, _)) = submitter.try_submit_looked_up(verdicts, prior, reply) {
+                    panic!("caller {c}: refused: {e}");
+                }
+            }),
+        )
+        .unwrap();
+    }
+    drop(tx);
+    let mut answers: Vec<_> = rx.iter().collect();
+    answers.sort_by_key(|(c, _)| *c);
+    assert_eq!(answers.len(), 60);
+    // serial → (index, times answered as new)
+    let mut new: HashMap<u64, (u64, usize)> = HashMap::new();
+    for ((c, results), expect) in answers.into_iter().zip(&sent) {
+        assert_eq!(results.len(), expect.len(), "caller {c}");
+        for (r, serial) in results.iter().zip(expect) {
+            let Some(serial) = serial else {
+                assert!(r.is_err(), "caller {c}: the bad signature is refused");
+                continue;
+            };
+            let (receipt, dup) = r.as_ref().expect("accepted");
+            if let Some(&index) = old.get(serial) {
+                assert_eq!((receipt.index, *dup), (index, true), "caller {c}: {serial}");
+                continue;
+            }
+            let seen = new.entry(*serial).or_insert((receipt.index, 0));
+            assert_eq!(receipt.index, seen.0, "caller {c}: one index for {serial}");
+            seen.1 += usize::from(!dup);
+        }
+    }
+    let distinct: std::collections::HashSet<u64> = sent
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|s| **s >= 400)
+        .copied()
+        .collect();
+    assert!(distinct.len() >= 10, "the test sends enough new events");
+    assert_eq!(new.len(), distinct.len());
+    assert!(
+        new.values().all(|&(_, n)| n == 1),
+        "each answered new once: {new:?}"
+    );
+    assert_eq!(
+        store.size(),
+        size + distinct.len() as u64,
+        "every new event logged once"
+    );
+    assert_eq!(
+        seq.stats().sequencer_lookups.load(Relaxed),
+        own_reads,
+        "the sequencer read nothing itself"
+    );
+}

@@ -168,6 +168,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "custody_sequencer_lookups_total",
+            "Events the sequencer looked up in the de-duplication index on its own thread (their submitter's lookup was missing or too old); near 0 under steady load.",
+            stats.sequencer_lookups.load(Relaxed),
+        );
+        counter(
+            &mut out,
             "custody_groups_total",
             "Groups committed (one fsync and one checkpoint signature each).",
             groups,

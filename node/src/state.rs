@@ -44,6 +44,7 @@ impl AppState {
         rules: Rules,
         queue_capacity: usize,
     ) -> AppState {
+        let sequencer_store = sequencer.store().clone();
         AppState {
             store: sequencer.store().clone(),
             stats: sequencer.stats().clone(),
@@ -56,12 +57,14 @@ impl AppState {
             verifier: Verifier::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 queue_capacity,
+                Some(sequencer_store),
             ),
         }
     }
 
     /// Appends one envelope with one hand-off: the verifier threads check its
-    /// signature (batched with other requests' envelopes) and pass it straight to
+    /// signature (batched with other requests' envelopes), look up whether the log
+    /// holds the event already (one read for the batch), and pass it straight to
     /// the sequencer, whose reply is the only thing this task waits for. A full
     /// queue, of either, is answered at once with `Overloaded`.
     pub async fn open_and_submit(&self, env: Envelope) -> Result<Outcome, Problem> {
@@ -69,7 +72,7 @@ impl AppState {
         let (tx, rx) = oneshot::channel::<Outcome>();
         self.verifier.submit(
             vec![env],
-            Box::new(move |mut verdicts| {
+            Box::new(move |mut verdicts, prior| {
                 // On a verifier thread: never block here.
                 let answer = move |o: Outcome| {
                     // The requester may have gone; a retry gets the same receipt.
@@ -85,7 +88,9 @@ impl AppState {
                                 ))
                             }))
                         });
-                        if let Err((e, reply)) = submitter.try_submit(vec![Ok(opened)], reply) {
+                        let items = vec![Ok(opened)];
+                        if let Err((e, reply)) = submitter.try_submit_looked_up(items, prior, reply)
+                        {
                             reply(vec![Err(e)]);
                         }
                     }
