@@ -40,11 +40,13 @@ pub mod sig;
 pub mod stats;
 pub mod tree;
 pub mod types;
-pub mod verifier;
 
 #[cfg(feature = "store")]
 pub mod sequencer;
 #[cfg(feature = "store")]
 pub mod store;
+/// Needs the store: its threads look up what they open.
+#[cfg(feature = "store")]
+pub mod verifier;
 
 pub use error::{Code, LedgerError};
