@@ -236,7 +236,9 @@ impl Sequencer {
         prior: Option<Prior>,
         reply: Reply,
     ) -> Result<()> {
-        self.submitter.send(items, prior, reply).map_err(|(e, _)| e)
+        self.submitter
+            .try_submit_looked_up(items, prior, reply)
+            .map_err(|(e, _)| e)
     }
 
     /// A handle that submits from any thread (a verifier thread handing over what it
@@ -301,20 +303,11 @@ impl Submitter {
         items: Vec<Result<Opened>>,
         reply: Reply,
     ) -> std::result::Result<(), (LedgerError, Reply)> {
-        self.send(items, None, reply)
+        self.try_submit_looked_up(items, None, reply)
     }
 
     /// [`Submitter::try_submit`] with the events already looked up ([`look_up`]).
     pub fn try_submit_looked_up(
-        &self,
-        items: Vec<Result<Opened>>,
-        prior: Option<Prior>,
-        reply: Reply,
-    ) -> std::result::Result<(), (LedgerError, Reply)> {
-        self.send(items, prior, reply)
-    }
-
-    fn send(
         &self,
         items: Vec<Result<Opened>>,
         prior: Option<Prior>,

@@ -985,6 +985,10 @@ impl Store {
 
     /// [`Store::index_of_event`] for many events in one RocksDB MultiGet.
     pub fn indexes_of_events(&self, ids: &[EventId]) -> Result<Vec<Option<Index>>> {
+        if ids.is_empty() {
+            // A gathered batch whose every envelope was refused: nothing to read.
+            return Ok(Vec::new());
+        }
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| k(b'd', &id.0)).collect();
         self.db
             .batched_multi_get_cf(self.ids(), &keys, false)

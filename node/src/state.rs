@@ -44,9 +44,9 @@ impl AppState {
         rules: Rules,
         queue_capacity: usize,
     ) -> AppState {
-        let sequencer_store = sequencer.store().clone();
+        let store = sequencer.store().clone();
         AppState {
-            store: sequencer.store().clone(),
+            store: store.clone(),
             stats: sequencer.stats().clone(),
             sequencer: RwLock::new(Some(sequencer)),
             limits,
@@ -57,7 +57,7 @@ impl AppState {
             verifier: Verifier::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 queue_capacity,
-                Some(sequencer_store),
+                Some(store),
             ),
         }
     }
