@@ -6,11 +6,13 @@
 //! and parameters from outside), `state` (what handlers share, async↔blocking
 //! bridges), `append` (write routes), `read` (JSON read routes), `tiles` (C2SP
 //! tiles), `blobs` (attachments), `metrics` (Prometheus), `observe` (request id,
-//! deadline, logs), `routes` (the table).
+//! deadline, logs), `routes` (the table), `alloc` (the heap).
 //!
-//! No unsafe code, except one call to glibc's `mallopt` (`fixed_mmap_threshold`).
+//! No unsafe code, except one call to glibc's `mallopt` (`fixed_mmap_threshold`) and
+//! the global allocator that splits blocks by size (`alloc`).
 #![deny(unsafe_code)]
 
+mod alloc;
 mod append;
 mod blobs;
 mod body;
@@ -37,6 +39,9 @@ use std::time::Duration;
 /// How long in-flight requests get to finish after SIGTERM before the node stops
 /// waiting for them (queued appends are still committed).
 const GRACE: Duration = Duration::from_secs(30);
+
+#[global_allocator]
+static HEAP: alloc::BySize = alloc::BySize;
 
 fn main() {
     fixed_mmap_threshold();
@@ -66,7 +71,7 @@ fn fixed_mmap_threshold() {
         // SAFETY: mallopt only changes the allocator's parameters; it runs before any
         // other thread exists.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, alloc::LARGE as libc::c_int);
         }
     }
 }
