@@ -129,6 +129,7 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
         None => bench_appends(client, &target, &log, &args, &limit)?,
     };
     report.limit = limit;
+    report.same_machine = target.is_loopback();
     report.print(json);
     report.verdict(args.allow_errors)
 }
@@ -148,6 +149,9 @@ struct Limit {
     batch_per_sec: f64,
     /// How long the bench waited for the node to go idle first.
     settled: Settled,
+    /// The share of the machine's CPU time the hypervisor gave other guests while
+    /// the limit was measured (Linux guests; None elsewhere).
+    steal: Option<f64>,
 }
 
 /// The wait for an idle node before the limit is measured.
@@ -265,6 +269,7 @@ fn measure_limit(secs: f64) -> Limit {
     let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
     let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
     let span = Duration::from_secs_f64(secs);
+    let times = CpuTimes::now();
     limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
         vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
     });
@@ -272,7 +277,44 @@ fn measure_limit(secs: f64) -> Limit {
     limit.batch_per_sec = rate_on_all_cores(cores, span, 64, &|_| {
         ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok()
     });
+    limit.steal = CpuTimes::steal_between(times, CpuTimes::now());
     limit
+}
+
+/// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, and what the
+/// hypervisor gave to other guests (steal). A VM whose host is busy loses cores
+/// without any process here using them, and every rate reads low.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The first line: `cpu user nice system idle iowait irq softirq steal …`.
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        // guest and guest_nice (9th, 10th) are already counted in user and nice.
+        Some(CpuTimes {
+            total: f.iter().take(8).sum(),
+            steal: *f.get(7)?,
+        })
+    }
+
+    /// The share of CPU time stolen between two readings.
+    fn steal_between(a: Option<CpuTimes>, b: Option<CpuTimes>) -> Option<f64> {
+        let (a, b) = (a?, b?);
+        let total = b.total.checked_sub(a.total).filter(|&t| t > 0)?;
+        Some(b.steal.saturating_sub(a.steal) as f64 / total as f64)
+    }
 }
 
 /// Runs `round` (which verifies `per_round` signatures of pre-signed message `i`)
@@ -324,6 +366,48 @@ fn own_cpu_secs() -> Option<f64> {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// What the node reports of its own process on `/metrics` (Linux nodes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NodeUsage {
+    cpu_secs: f64,
+    rocksdb_background_cpu_secs: f64,
+    resident_bytes: f64,
+    peak_resident_bytes: f64,
+}
+
+impl NodeUsage {
+    /// `None` when the node does not report them (an older node, or not Linux).
+    fn read(client: &Client) -> Option<NodeUsage> {
+        let text = String::from_utf8(client.get_bytes("/metrics").ok()?).ok()?;
+        NodeUsage::parse(&text)
+    }
+
+    fn parse(text: &str) -> Option<NodeUsage> {
+        let value = |name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Some(NodeUsage {
+            cpu_secs: value("process_cpu_seconds_total")?,
+            rocksdb_background_cpu_secs: value("custody_rocksdb_background_cpu_seconds_total")?,
+            resident_bytes: value("process_resident_memory_bytes")?,
+            peak_resident_bytes: value("custody_process_peak_resident_bytes")?,
+        })
+    }
+}
+
+/// The node's CPU over a run, split as the node reports it.
+#[derive(Debug, Clone, Copy)]
+struct NodeCpu {
+    /// Every thread but RocksDB's flushes and compactions: HTTP, signature checks,
+    /// the sequencer, receipts.
+    serving_secs: f64,
+    /// RocksDB's flushes and compactions, which also run after the load that caused
+    /// them, so they vary from run to run with what earlier runs left.
+    background_secs: f64,
 }
 
 // ---------------------------------------------------------------------------
@@ -487,6 +571,7 @@ fn bench_appends(
     let before = checkpoint(client, log)?;
     let is_sample = |i: u64| sample_at.binary_search(&i).is_ok();
     let mut drive = drive(
+        client,
         args,
         target,
         &jobs,
@@ -698,6 +783,7 @@ fn bench_proofs(
         cp.size
     );
     let mut drive = drive(
+        client,
         args,
         target,
         &jobs,
@@ -908,13 +994,24 @@ struct Drive {
     samples: Vec<Sampled>,
     sample_failures: Vec<String>,
     client_cpu_secs: Option<f64>,
+    /// The node's usage just before and just after the load.
+    node: Option<(NodeUsage, NodeUsage)>,
+    /// The share of CPU time the hypervisor took during the load.
+    steal: Option<f64>,
 }
 
 /// Sends every job's request and hands each good answer to `handle`: from one
 /// thread's event loop when each request carries one event or proof (many small
 /// requests, where a thread per connection would cost the machine more than the
 /// node spends), else from a thread per connection.
-fn drive<F>(args: &Args, target: &Target, jobs: &[Job], units: u64, handle: F) -> Drive
+fn drive<F>(
+    client: &Client,
+    args: &Args,
+    target: &Target,
+    jobs: &[Job],
+    units: u64,
+    handle: F,
+) -> Drive
 where
     F: Fn(&mut Worker, &Job, Instant, Answer) + Sync,
 {
@@ -937,6 +1034,8 @@ where
     let failed = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     let finished = AtomicBool::new(false);
+    let node0 = NodeUsage::read(client);
+    let times0 = CpuTimes::now();
     let cpu0 = own_cpu_secs();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
@@ -997,6 +1096,8 @@ where
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let steal = CpuTimes::steal_between(times0, CpuTimes::now());
+    let node = node0.zip(NodeUsage::read(client));
     let mut d = Drive {
         seconds,
         sent: sent.load(Relaxed),
@@ -1008,6 +1109,8 @@ where
         samples: Vec::new(),
         sample_failures: Vec::new(),
         client_cpu_secs,
+        node,
+        steal,
     };
     if !looped && workers.len() < c {
         *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
@@ -1077,6 +1180,9 @@ struct Report {
     sample_wanted: u64,
     tree: Option<(u64, u64)>,
     limit: Limit,
+    /// Whether the node is on this machine (a loopback address), so that its CPU
+    /// can be compared with the limit measured here.
+    same_machine: bool,
 }
 
 fn pct(sorted: &[Duration], q: f64) -> Duration {
@@ -1142,7 +1248,46 @@ impl Report {
             sample_wanted,
             tree,
             limit: Limit::default(),
+            same_machine: false,
         }
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.mode == "proofs" {
+            "proof"
+        } else {
+            "event"
+        }
+    }
+
+    /// The node's CPU over the load, if it reported its usage before and after.
+    fn node_cpu(&self) -> Option<NodeCpu> {
+        let (a, b) = self.drive.node?;
+        let all = (b.cpu_secs - a.cpu_secs).max(0.0);
+        let background =
+            (b.rocksdb_background_cpu_secs - a.rocksdb_background_cpu_secs).clamp(0.0, all);
+        Some(NodeCpu {
+            serving_secs: all - background,
+            background_secs: background,
+        })
+    }
+
+    /// Microseconds of `secs` per event or proof answered.
+    fn per_unit_us(&self, secs: f64) -> Option<f64> {
+        (self.drive.ok > 0).then(|| secs / self.drive.ok as f64 * 1e6)
+    }
+
+    /// The node's serving CPU per event or proof in units of the core time one
+    /// batch-verified signature takes on this machine (cores ÷ the batch limit):
+    /// a cost that does not move with the machine's speed as rates do. Only for a
+    /// node on this machine, whose cores the limit measured.
+    fn cost_in_verifies(&self) -> Option<f64> {
+        let l = &self.limit;
+        if !self.same_machine || l.batch_per_sec <= 0.0 {
+            return None;
+        }
+        let per_unit = self.per_unit_us(self.node_cpu()?.serving_secs)? / 1e6;
+        Some(per_unit / (l.cores.max(1) as f64 / l.batch_per_sec))
     }
 
     fn rate(&self) -> f64 {
@@ -1176,7 +1321,12 @@ impl Report {
             "mode": self.mode,
             "node": self.node,
             "connections": self.connections,
-            "machine": {"cores": self.limit.cores, "cpu": self.limit.cpu},
+            "machine": {
+                "cores": self.limit.cores,
+                "cpu": self.limit.cpu,
+                "steal_share_during_limit": self.limit.steal.map(|x| (x * 1e3).round() / 1e3),
+                "steal_share_during_load": d.steal.map(|x| (x * 1e3).round() / 1e3),
+            },
             "limit": {
                 "seconds": self.limit.seconds,
                 "ed25519_verify_strict_per_sec": self.limit.strict_per_sec.round(),
@@ -1211,6 +1361,19 @@ impl Report {
             },
             "client_cpu_seconds": d.client_cpu_secs.map(|s| (s * 100.0).round() / 100.0),
         });
+        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), d.node) {
+            let unit = self.unit();
+            let round = |x: Option<f64>, k: f64| x.map(|v| (v * k).round() / k);
+            out["node_usage"] = json!({
+                "serving_cpu_seconds": round(Some(cpu.serving_secs), 100.0),
+                "rocksdb_background_cpu_seconds": round(Some(cpu.background_secs), 100.0),
+                format!("serving_cpu_us_per_{unit}"): round(self.per_unit_us(cpu.serving_secs), 10.0),
+                format!("rocksdb_background_cpu_us_per_{unit}"): round(self.per_unit_us(cpu.background_secs), 10.0),
+                "serving_cpu_in_batch_verifies": round(self.cost_in_verifies(), 100.0),
+                "resident_bytes_after": after.resident_bytes as u64,
+                "peak_resident_bytes": after.peak_resident_bytes as u64,
+            });
+        }
         if self.mode == "batch" {
             out["batch"] = json!(self.batch);
         }
@@ -1333,6 +1496,45 @@ impl Report {
                 l.cores
             );
         }
+        if let Some(load) = d.steal {
+            let during_limit = l
+                .steal
+                .map(|x| format!(", {:.0}% while the limit was measured", x * 100.0))
+                .unwrap_or_default();
+            s += &format!(
+                "CPU taken by the hypervisor (steal): {:.0}% of the machine during the load{during_limit}{}\n",
+                load * 100.0,
+                if load.max(l.steal.unwrap_or(0.0)) >= 0.05 {
+                    ": other guests had these cores, so the rates read low"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), d.node) {
+            let unit = self.unit();
+            let us = |secs| {
+                self.per_unit_us(secs)
+                    .map(|v| format!(" = {v:.0} µs per {unit}"))
+                    .unwrap_or_default()
+            };
+            let cost = self
+                .cost_in_verifies()
+                .map(|x| format!(" ({x:.1}× the core time of one batch-verified signature here)"))
+                .unwrap_or_default();
+            s += &format!(
+                "node CPU: {:.1} s serving{}{cost}; {:.1} s in RocksDB flushes and compactions{}\n",
+                cpu.serving_secs,
+                us(cpu.serving_secs),
+                cpu.background_secs,
+                us(cpu.background_secs),
+            );
+            s += &format!(
+                "node memory: {:.0} MB resident after the load, at most {:.0} MB since it started\n",
+                after.resident_bytes / 1e6,
+                after.peak_resident_bytes / 1e6
+            );
+        }
         if d.errors.is_empty() {
             s += "errors: none\n";
         } else {
@@ -1387,6 +1589,37 @@ mod tests {
         assert_eq!(pct(&v, 0.99), Duration::from_millis(99));
         assert_eq!(pct(&v, 1.0), Duration::from_millis(100));
         assert_eq!(pct(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn node_usage_is_read_from_the_exposition() {
+        let text = "# HELP process_cpu_seconds_total x\n# TYPE process_cpu_seconds_total counter\n\
+                    process_cpu_seconds_total 12.5\n\
+                    custody_rocksdb_background_cpu_seconds_total 2.25\n\
+                    process_resident_memory_bytes 1000\n\
+                    process_resident_memory_bytes_other 7\n\
+                    custody_process_peak_resident_bytes 3000\n";
+        assert_eq!(
+            NodeUsage::parse(text),
+            Some(NodeUsage {
+                cpu_secs: 12.5,
+                rocksdb_background_cpu_secs: 2.25,
+                resident_bytes: 1000.0,
+                peak_resident_bytes: 3000.0,
+            })
+        );
+        // An older node without them: no usage, not zeros.
+        assert_eq!(NodeUsage::parse("custody_tree_size 5\n"), None);
+    }
+
+    #[test]
+    fn steal_is_the_share_of_cpu_time_between_two_readings() {
+        let a = CpuTimes::parse("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!((a.total, a.steal), (1000, 40));
+        let b = CpuTimes::parse("cpu  200 0 60 830 10 0 0 100 7 0\n").unwrap();
+        assert_eq!(CpuTimes::steal_between(Some(a), Some(b)), Some(0.3));
+        assert_eq!(CpuTimes::steal_between(Some(a), Some(a)), None);
+        assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
     }
 
     #[test]

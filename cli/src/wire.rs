@@ -35,6 +35,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether every address the node's name resolved to is on this machine.
+    pub fn is_loopback(&self) -> bool {
+        !self.addrs.is_empty() && self.addrs.iter().all(|a| a.ip().is_loopback())
+    }
+
     /// From a node's base URL, e.g. `http://127.0.0.1:7878`.
     pub fn new(base: &str, timeout: Duration) -> Result<Target> {
         let Some(rest) = base.strip_prefix("http://") else {

@@ -252,8 +252,109 @@ impl Metrics {
             total,
             &fmt_f64(sum),
         );
+        if let Some(u) = ProcessUsage::now() {
+            u.write(&mut out);
+        }
         out
     }
+}
+
+/// What Linux tells of this process (`/proc/self`): its CPU time, the share of it
+/// RocksDB's background threads took, and its memory. `custody bench` reads it
+/// before and after its load to report the node's CPU per event.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds of the whole process, exited threads included.
+    pub cpu_seconds: f64,
+    /// Of which RocksDB's flush and compaction threads (named `rocksdb:…`).
+    pub rocksdb_background_cpu_seconds: f64,
+    pub resident_bytes: u64,
+    /// The most the process has been resident (VmHWM).
+    pub peak_resident_bytes: u64,
+}
+
+/// `/proc` counts CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
+const TICKS_PER_SEC: f64 = 100.0;
+
+impl ProcessUsage {
+    /// `None` where there is no `/proc/self` (not Linux) or it reads unexpectedly.
+    pub fn now() -> Option<ProcessUsage> {
+        let (_, all) = stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        let mut background = 0;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            // A thread that ended since the listing has no stat left: skip it.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, ticks)) = stat_ticks(&stat) {
+                if name.starts_with("rocksdb:") {
+                    background += ticks;
+                }
+            }
+        }
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let bytes = |key: &str| -> Option<u64> {
+            let v = status.lines().find_map(|l| l.strip_prefix(key))?;
+            let kib: u64 = v.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            Some(kib * 1024)
+        };
+        Some(ProcessUsage {
+            cpu_seconds: all as f64 / TICKS_PER_SEC,
+            rocksdb_background_cpu_seconds: background as f64 / TICKS_PER_SEC,
+            resident_bytes: bytes("VmRSS:")?,
+            peak_resident_bytes: bytes("VmHWM:")?,
+        })
+    }
+
+    fn write(&self, out: &mut String) {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "User and system CPU time of the node, all threads.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {}",
+            fmt_f64(self.cpu_seconds)
+        );
+        header(
+            out,
+            "custody_rocksdb_background_cpu_seconds_total",
+            "Of process_cpu_seconds_total, what RocksDB's flush and compaction threads used.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "custody_rocksdb_background_cpu_seconds_total {}",
+            fmt_f64(self.rocksdb_background_cpu_seconds)
+        );
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory of the node (VmRSS).",
+            self.resident_bytes,
+        );
+        gauge(
+            out,
+            "custody_process_peak_resident_bytes",
+            "The most the node has been resident since it started (VmHWM).",
+            self.peak_resident_bytes,
+        );
+    }
+}
+
+/// A thread's or process's name and CPU ticks (utime + stime) from its `stat`
+/// line: `pid (name) state …`, where the name may hold spaces and parentheses, so
+/// the fields are counted from the last `)`; utime and stime are fields 14 and 15.
+fn stat_ticks(stat: &str) -> Option<(&str, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -342,5 +443,40 @@ mod tests {
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"open\"} 0.0015\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"lookup\"} 0.0007\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"sequencer\"} 0.02\n"));
+    }
+
+    #[test]
+    fn stat_lines_give_name_and_ticks_whatever_the_name_holds() {
+        let line = "4242 (rocksdb:low) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1 0 77 0 0";
+        assert_eq!(stat_ticks(line), Some(("rocksdb:low", 281)));
+        let odd = "7 (a b) (c) R 1 2 3 4 5 6 7 8 9 10 5 6 0 0";
+        assert_eq!(stat_ticks(odd), Some(("a b) (c", 11)));
+        assert_eq!(stat_ticks("7 (cut) R 1 2"), None);
+        assert_eq!(stat_ticks("no parentheses"), None);
+    }
+
+    /// On Linux the exposition carries the process's CPU and memory, and they are
+    /// plausible: CPU only grows, the peak is at least what is resident.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_usage_is_read_from_proc() {
+        let a = ProcessUsage::now().expect("/proc/self reads");
+        let b = ProcessUsage::now().expect("/proc/self reads");
+        assert!(b.cpu_seconds >= a.cpu_seconds, "{a:?} then {b:?}");
+        assert!(b.rocksdb_background_cpu_seconds <= b.cpu_seconds);
+        assert!(b.resident_bytes > 0 && b.peak_resident_bytes >= b.resident_bytes);
+        let text =
+            Metrics::default().render(&Stats::default(), 0, 1, (0, 1), (Default::default(), 0));
+        for name in [
+            "process_cpu_seconds_total ",
+            "custody_rocksdb_background_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "custody_process_peak_resident_bytes ",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing:\n{text}"
+            );
+        }
     }
 }

@@ -81,6 +81,20 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         single["limit"]["node_background_jobs_left"].is_u64(),
         "the bench saw the node's custody_store_background_jobs: {single:#}"
     );
+    // The node's own account of the load, read from /metrics before and after it:
+    // it did work, and on this machine it is also put in units of a signature check.
+    let usage = &single["node_usage"];
+    for field in [
+        "serving_cpu_seconds",
+        "serving_cpu_us_per_event",
+        "serving_cpu_in_batch_verifies",
+        "peak_resident_bytes",
+    ] {
+        assert!(
+            usage[field].as_f64().is_some_and(|v| v > 0.0),
+            "node_usage.{field} is reported and positive: {single:#}"
+        );
+    }
 
     let batch = bench(
         &node,
@@ -130,4 +144,10 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     );
     assert_eq!(proofs["mode"], "proofs");
     assert_clean(&proofs, "proofs");
+    assert!(
+        proofs["node_usage"]["serving_cpu_us_per_proof"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "the node's CPU per proof is reported: {proofs:#}"
+    );
 }
