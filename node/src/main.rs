@@ -6,13 +6,11 @@
 //! and parameters from outside), `state` (what handlers share, async↔blocking
 //! bridges), `append` (write routes), `read` (JSON read routes), `tiles` (C2SP
 //! tiles), `blobs` (attachments), `metrics` (Prometheus), `observe` (request id,
-//! deadline, logs), `routes` (the table), `alloc` (the heap).
+//! deadline, logs), `routes` (the table).
 //!
-//! No unsafe code, except one call to glibc's `mallopt` (`fixed_mmap_threshold`) and
-//! the global allocator that splits blocks by size (`alloc`).
+//! No unsafe code, except one call to glibc's `mallopt` (`fixed_mmap_threshold`).
 #![deny(unsafe_code)]
 
-mod alloc;
 mod append;
 mod blobs;
 mod body;
@@ -39,9 +37,6 @@ use std::time::Duration;
 /// How long in-flight requests get to finish after SIGTERM before the node stops
 /// waiting for them (queued appends are still committed).
 const GRACE: Duration = Duration::from_secs(30);
-
-#[global_allocator]
-static HEAP: alloc::BySize = alloc::BySize;
 
 fn main() {
     fixed_mmap_threshold();
@@ -71,7 +66,7 @@ fn fixed_mmap_threshold() {
         // SAFETY: mallopt only changes the allocator's parameters; it runs before any
         // other thread exists.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, alloc::LARGE as libc::c_int);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         }
     }
 }
@@ -184,6 +179,19 @@ fn serve(a: ServeArgs) -> Result<()> {
     // Every connection is closed: stop the sequencer, which commits what it queued.
     if let Some(mut seq) = state.take_sequencer() {
         seq.shutdown();
+    }
+    // So that the next start has no write-ahead log to replay (it is synced
+    // already: a failure here loses nothing, the next start just replays it).
+    let flushing = std::time::Instant::now();
+    match state.store.flush_memtables() {
+        Ok(()) => tracing::info!(
+            secs = flushing.elapsed().as_secs_f64(),
+            "memtables written to table files; the next start replays no log"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not write the memtables to table files; nothing is lost, the next start replays the write-ahead log instead"
+        ),
     }
     tracing::info!(tree_size = state.store.size(), "stopped");
     rt.shutdown_timeout(Duration::from_secs(5));

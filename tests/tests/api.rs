@@ -383,9 +383,26 @@ fn single_events_at_a_full_queue_are_answered_503_and_nothing_acknowledged_is_lo
 fn sigterm_stops_the_node_cleanly_with_exit_0() {
     let mut node = Node::start();
     node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
+    let size = node.size();
     let status = node.stop();
     assert!(status.success(), "exit {status}:\n{}", node.log());
     assert!(node.log().contains("stopped"), "{}", node.log());
+    // It wrote its memtables to table files, so no write-ahead log is left to replay.
+    assert!(
+        node.log().contains("the next start replays no log"),
+        "{}",
+        node.log()
+    );
+    let wal: u64 = std::fs::read_dir(node.data_dir().join("db"))
+        .expect("the store's directory")
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(wal, 0, "write-ahead log bytes left after a clean stop");
+    // And the next start serves everything that was acknowledged.
+    node.relaunch();
+    assert_eq!(node.size(), size, "{}", node.log());
 }
 
 #[test]
