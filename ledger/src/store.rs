@@ -168,10 +168,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The database's options and those of its four column families, which share one
-/// block cache.
+/// The database's options and those of its four column families: `ids` has a
+/// block cache of its own, the other three share one.
 fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    // Four shards: RocksDB's default for this size is 64 shards of 1 MiB, and a
+    // block larger than its shard is not kept. A store written before filters were
+    // partitioned has whole-file filters of up to ~2 MB until compaction rewrites
+    // them, and those were then read back from disk at every check.
+    let ids_cache = {
+        let mut c = rocksdb::LruCacheOptions::default();
+        c.set_capacity(IDS_CACHE_BYTES);
+        c.set_num_shard_bits(2);
+        Cache::new_lru_cache_opts(&c)
+    };
     let mut o = Options::default();
     // Keep file handles bounded on machines with a low ulimit.
     o.set_max_open_files(512);
@@ -192,26 +202,33 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         if bloom {
             t.set_bloom_filter(10.0, false);
             t.set_optimize_filters_for_memory(true);
+            // Filters partitioned into 4 KiB blocks, like the index, and held in
+            // a cache of the family's own with the index: outside any cache they
+            // grew ~1.5 B per entry without bound (35 MB at 22.5M entries). In the
+            // cache the data blocks share, whole per-file filters were evicted by
+            // data and read back on every check (appends took 2-3x the CPU). In
+            // their own cache they stay until the log outgrows it (~40M entries);
+            // past that a check reads the partition it needs from the page cache,
+            // and memory stays bounded.
+            t.set_partition_filters(true);
+            t.set_block_cache(&ids_cache);
         } else {
             // Reads hit (an entry, a hash below the tree size) or run in order
             // (bundles, tiles): no filter. 4 KiB blocks: 16 KiB ones compress better
             // but made random proofs 10-25% slower.
             t.set_block_size(4 << 10);
-            // Index blocks in the block cache, charged to it, partitioned into 4 KiB
-            // blocks cached like data, each file's top-level index and level 0's
-            // pinned: outside the cache they grew with every table file (the
-            // entries' index ~30 MB at 18M entries), and only reads of entries and
-            // tiles use them. The `ids` family keeps its filters and indexes outside
-            // the cache: in it (a 32 MiB cache at 19M entries) every
-            // de-duplication check read them back, and appends took 2-3x the CPU.
-            t.set_cache_index_and_filter_blocks(true);
-            t.set_cache_index_and_filter_blocks_with_high_priority(true);
-            t.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            t.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            t.set_pin_top_level_index_and_filter(true);
-            t.set_metadata_block_size(4 << 10);
+            t.set_block_cache(&cache);
         }
-        t.set_block_cache(&cache);
+        // Index (and filter) blocks in the block cache, charged to it, partitioned
+        // into 4 KiB blocks cached like data, each file's top-level index and level
+        // 0's pinned: outside the cache they grew with every table file (the
+        // entries' index ~30 MB at 18M entries).
+        t.set_cache_index_and_filter_blocks(true);
+        t.set_cache_index_and_filter_blocks_with_high_priority(true);
+        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        t.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        t.set_pin_top_level_index_and_filter(true);
+        t.set_metadata_block_size(4 << 10);
         f.set_block_based_table_factory(&t);
         f.set_write_buffer_size(memtable);
         f.set_max_write_buffer_number(2);
@@ -296,8 +313,12 @@ fn open_db(path: &Path, create: bool) -> Result<(DB, Vec<(&'static str, Options)
 /// The lowest tree level whose hashes [`Store`] keeps in memory (one C2SP tile up).
 pub const UPPER_LEVEL: u8 = 8;
 
-/// RocksDB's block cache (data blocks of both families).
+/// RocksDB's block cache: data and index blocks of every family but `ids`.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// The `ids` family's own block cache: its filters and indexes (~1.5 B per entry),
+/// and the data blocks that duplicates and false positives read.
+const IDS_CACHE_BYTES: usize = 64 << 20;
 
 fn synced() -> WriteOptions {
     let mut w = WriteOptions::default();
@@ -1053,7 +1074,15 @@ impl Store {
                     .sum::<u64>()
         };
         StoreMemory {
-            block_cache: prop("rocksdb.block-cache-usage"),
+            // Two caches: the default family's (shared with entries and hashes)
+            // and the one of `ids`.
+            block_cache: prop("rocksdb.block-cache-usage")
+                + self
+                    .db
+                    .property_int_value_cf(self.ids(), "rocksdb.block-cache-usage")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0),
             table_readers: both("rocksdb.estimate-table-readers-mem"),
             memtables: both("rocksdb.cur-size-all-mem-tables"),
             upper_levels: self
