@@ -203,13 +203,12 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
             t.set_bloom_filter(10.0, false);
             t.set_optimize_filters_for_memory(true);
             // Filters partitioned into 4 KiB blocks, like the index, and held in
-            // a cache of the family's own with the index: outside any cache they
-            // grew ~1.5 B per entry without bound (35 MB at 22.5M entries). In the
-            // cache the data blocks share, whole per-file filters were evicted by
-            // data and read back on every check (appends took 2-3x the CPU). In
-            // their own cache they stay until the log outgrows it (~40M entries);
-            // past that a check reads the partition it needs from the page cache,
-            // and memory stays bounded.
+            // a cache of the family's own with the index (`ids_cache` above):
+            // outside any cache they grew ~1.5 B per entry without bound (35 MB
+            // at 22.5M entries). Their own cache keeps the data blocks that
+            // proofs read from evicting them. They stay in it until the log
+            // outgrows it (~40M entries); past that a check reads the partition it
+            // needs, usually from the page cache, and memory stays bounded.
             t.set_partition_filters(true);
             t.set_block_cache(&ids_cache);
         } else {
@@ -1058,31 +1057,26 @@ impl Store {
     /// What RocksDB holds in memory, by RocksDB's own account (bytes): the block
     /// cache, the table readers (indexes and filters outside the cache), the memtables.
     pub fn memory(&self) -> StoreMemory {
-        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        // Per family, except the block cache, which all share.
+        let prop = |cf: &ColumnFamily, name: &str| {
+            self.db
+                .property_int_value_cf(cf, name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let default = self.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        // Per family, except the block caches.
         let both = |name: &str| {
-            prop(name)
-                + [self.ids(), self.entries_cf(), self.hashes_cf()]
-                    .into_iter()
-                    .map(|cf| {
-                        self.db
-                            .property_int_value_cf(cf, name)
-                            .ok()
-                            .flatten()
-                            .unwrap_or(0)
-                    })
-                    .sum::<u64>()
+            [default, self.ids(), self.entries_cf(), self.hashes_cf()]
+                .into_iter()
+                .map(|cf| prop(cf, name))
+                .sum::<u64>()
         };
         StoreMemory {
             // Two caches: the default family's (shared with entries and hashes)
             // and the one of `ids`.
-            block_cache: prop("rocksdb.block-cache-usage")
-                + self
-                    .db
-                    .property_int_value_cf(self.ids(), "rocksdb.block-cache-usage")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0),
+            block_cache: prop(default, "rocksdb.block-cache-usage")
+                + prop(self.ids(), "rocksdb.block-cache-usage"),
             table_readers: both("rocksdb.estimate-table-readers-mem"),
             memtables: both("rocksdb.cur-size-all-mem-tables"),
             upper_levels: self
@@ -1657,6 +1651,36 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.head(), (size, root));
+    }
+
+    /// The `ids` family's filters and index live in its own block cache, which the
+    /// store's memory account counts beside the shared one.
+    #[test]
+    fn the_ids_filters_are_in_their_own_cache_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/ids-cache");
+        store.commit(synthetic(store.size(), 3000)).unwrap();
+        store.flush_memtables().unwrap();
+        // Misses only: what they read is the filters and the index, no data block.
+        let absent: Vec<EventId> = (0..100u8).map(|i| EventId([i; 32])).collect();
+        assert!(store
+            .indexes_of_events(&absent)
+            .unwrap()
+            .iter()
+            .all(Option::is_none));
+        let usage = |cf: &ColumnFamily| prop_of(&store, cf, "rocksdb.block-cache-usage");
+        let ids = usage(store.ids());
+        assert!(ids > 0, "the ids filters and index are in its cache");
+        // Outside the cache the table readers would hold the whole filter: 6,000
+        // keys (`d` and `l` per entry) at 10 bits each, 7,500 bytes.
+        let readers = prop_of(&store, store.ids(), "rocksdb.estimate-table-readers-mem");
+        assert!(readers < 7_500 / 2, "ids table readers hold {readers} B");
+        let shared = usage(store.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME));
+        assert_eq!(store.memory().block_cache, shared + ids);
+    }
+
+    fn prop_of(store: &Store, cf: &ColumnFamily, name: &str) -> u64 {
+        store.db.property_int_value_cf(cf, name).unwrap().unwrap()
     }
 
     /// `ku(b'h', i)`: a stored hash's key in layouts 1 to 3.
