@@ -67,6 +67,13 @@ pub struct Args {
     /// what the bench's own driving costs the machine).
     #[arg(long)]
     thread_per_connection: bool,
+    /// Requests in flight on each connection (HTTP/1.1 pipelining, like
+    /// redis-benchmark's -P): each connection writes up to P requests before reading
+    /// their answers, which come back in order. 1 sends one and waits for its
+    /// answer. A request's latency then includes its wait behind the others on its
+    /// connection. Only with one event or proof per request (the event loop).
+    #[arg(short = 'P', long, value_name = "P", default_value_t = 1)]
+    pipeline: usize,
     /// Envelopes per request: 1 sends each event alone to POST /v1/events, more sends
     /// POST /v1/events:batch (the node's --max-batch caps it, 1000 by default).
     #[arg(short = 'b', long, value_name = "B", default_value_t = 1)]
@@ -102,6 +109,16 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
     }
     if args.batch == 0 {
         bail!("--batch must be at least 1 (1 sends single events)");
+    }
+    if args.pipeline == 0 {
+        bail!("--pipeline must be at least 1 (1 waits for each answer before the next request)");
+    }
+    if args.pipeline > 1 && (args.batch > 1 || args.thread_per_connection) {
+        bail!(
+            "--pipeline {} needs one event or proof per request on the event loop: drop --batch \
+             and --thread-per-connection, or use --pipeline 1",
+            args.pipeline
+        );
     }
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -1018,8 +1035,13 @@ where
     let c = args.connections.min(jobs.len()).max(1);
     let looped = args.batch <= 1 && !args.thread_per_connection;
     eprintln!(
-        "driving {} requests over {c} connections{}{}…",
+        "driving {} requests over {c} connections{}{}{}…",
         jobs.len(),
+        if args.pipeline > 1 {
+            format!(", {} in flight on each", args.pipeline)
+        } else {
+            String::new()
+        },
         if looped {
             " from one thread"
         } else {
@@ -1059,7 +1081,7 @@ where
         let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
         let ws = if looped {
             let mut w = Worker::new(&done, &failed);
-            let ran = crate::mux::run(target, c, take, |j, started, answer| {
+            let ran = crate::mux::run(target, c, args.pipeline, take, |j, started, answer| {
                 w.answered(&jobs[j], started, answer, &handle)
             });
             if let Err(e) = ran {
@@ -1171,6 +1193,7 @@ struct Report {
     mode: &'static str,
     node: String,
     connections: usize,
+    pipeline: usize,
     batch: usize,
     planned: u64,
     drive: Drive,
@@ -1240,6 +1263,7 @@ impl Report {
             mode,
             node,
             connections: args.connections,
+            pipeline: args.pipeline,
             batch: args.batch,
             planned,
             failures: std::mem::take(&mut drive.sample_failures),
@@ -1321,6 +1345,7 @@ impl Report {
             "mode": self.mode,
             "node": self.node,
             "connections": self.connections,
+            "pipeline": self.pipeline,
             "machine": {
                 "cores": self.limit.cores,
                 "cpu": self.limit.cpu,
@@ -1410,8 +1435,13 @@ impl Report {
                 self.planned
             ),
         };
+        let pipelined = if self.pipeline > 1 {
+            format!(" (pipelined, {} in flight on each)", self.pipeline)
+        } else {
+            String::new()
+        };
         s += &format!(
-            "custody bench: {what}, {} connections, node {}\n",
+            "custody bench: {what}, {} connections{pipelined}, node {}\n",
             self.connections, self.node
         );
         s += &format!(

@@ -14,6 +14,7 @@
 use crate::wire::{self, Target, WireError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,8 +24,8 @@ pub type Answer = (u16, Vec<u8>);
 
 /// What a parse of the bytes received so far found.
 enum Parsed {
-    /// A whole answer, and whether the connection stays open.
-    Whole(Answer, bool),
+    /// A whole answer, whether the connection stays open, and the bytes it took.
+    Whole(Answer, bool, usize),
     /// Not yet: wait until at least this many bytes have arrived (or the end).
     Short(usize),
     Broken(WireError),
@@ -79,9 +80,11 @@ fn parse(data: &[u8], ended: bool) -> Parsed {
     };
     let got = wire::read_answer(&mut r);
     match (got, r.wanted) {
-        (Ok((status, body, keep)), None) => Parsed::Whole((status, body), keep),
+        (Ok((status, body, keep)), None) => Parsed::Whole((status, body), keep, r.pos),
         // A body that runs to the end of the connection reads past what there is.
-        (Ok((status, body, _)), Some(_)) if ended => Parsed::Whole((status, body), false),
+        (Ok((status, body, _)), Some(_)) if ended => {
+            Parsed::Whole((status, body), false, data.len())
+        }
         (Ok(_), Some(n)) => Parsed::Short(n),
         (Err(_), Some(n)) if !ended => Parsed::Short(n),
         (Err(_), Some(_)) if data.is_empty() => Parsed::Broken(WireError::Transport(
@@ -99,32 +102,54 @@ struct Lp {
     poll: Poll,
     addr: SocketAddr,
     timeout: Duration,
+    /// Requests in flight on one connection at most (1: no pipelining).
+    depth: usize,
 }
 
-/// One connection and the request on it.
+/// A request on a connection, written or waiting to be, and not answered yet.
+struct Flight<T> {
+    tag: T,
+    started: Instant,
+    request: Vec<u8>,
+    /// This request was already sent again once.
+    resent: bool,
+}
+
+/// One connection and the requests on it, answered in the order they were sent.
 struct Slot<T> {
     stream: Option<TcpStream>,
     /// The connect has completed (a first writable event).
     connected: bool,
     /// The stream has answered a request before (kept alive).
     reused: bool,
-    request: Vec<u8>,
+    /// The bytes of the requests in flight not yet written, in order.
+    out: Vec<u8>,
     written: usize,
     received: Vec<u8>,
     /// Parse again once this many bytes are in.
     need: usize,
-    job: Option<(T, Instant)>,
-    /// This request was already sent again once.
-    resent: bool,
+    flights: VecDeque<Flight<T>>,
+}
+
+/// How a connection broke.
+enum Broke {
+    /// A kept-alive connection found closed before any byte of an answer: its
+    /// unanswered requests were not taken, and go once more on a new connection.
+    NothingBack(WireError),
+    /// Anything else: the node may have taken them, so they fail.
+    Failed(WireError),
 }
 
 /// Sends every request `next` yields over `connections` keep-alive connections at
-/// once, from this thread, and hands each answer (or what went wrong) to `done` with
-/// the moment its request was started. Returns when `next` yields nothing more and
-/// every request sent has been answered or failed.
+/// once, from this thread, up to `depth` of them in flight on each connection
+/// (HTTP/1.1 pipelining past 1: written one after another, answered in order), and
+/// hands each answer (or what went wrong) to `done` with the moment its request was
+/// started. Returns when `next` yields nothing more and every request sent has been
+/// answered or failed.
 pub fn run<T>(
     target: &Target,
     connections: usize,
+    depth: usize,
     mut next: impl FnMut() -> Option<(T, Vec<u8>)>,
     mut done: impl FnMut(T, Instant, Result<Answer, WireError>),
 ) -> std::io::Result<()> {
@@ -138,6 +163,7 @@ pub fn run<T>(
         poll: Poll::new()?,
         addr,
         timeout: target.timeout(),
+        depth: depth.max(1),
     };
     let mut events = Events::with_capacity(1024);
     let mut slots: Vec<Slot<T>> = (0..connections.max(1))
@@ -145,30 +171,29 @@ pub fn run<T>(
             stream: None,
             connected: false,
             reused: false,
-            request: Vec::new(),
+            out: Vec::new(),
             written: 0,
             received: Vec::with_capacity(4096),
             need: 0,
-            job: None,
-            resent: false,
+            flights: VecDeque::with_capacity(lp.depth),
         })
         .collect();
-    let mut busy = 0usize;
     for (i, s) in slots.iter_mut().enumerate() {
-        if start(&lp, s, i, &mut next, &mut done) {
-            busy += 1;
-        }
+        fill(&lp, s, i, &mut next, &mut done);
     }
     let mut buf = vec![0u8; 64 * 1024];
-    while busy > 0 {
+    loop {
         // Wake up in time for the first request to run out of time.
         let now = Instant::now();
-        let wait = slots
+        let Some(first_due) = slots
             .iter()
-            .filter_map(|s| s.job.as_ref().map(|(_, t)| *t + lp.timeout))
+            .filter_map(|s| s.flights.front().map(|f| f.started + lp.timeout))
             .min()
-            .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1));
-        match lp.poll.poll(&mut events, wait) {
+        else {
+            return Ok(());
+        };
+        let wait = first_due.saturating_duration_since(now) + Duration::from_millis(1);
+        match lp.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -176,72 +201,74 @@ pub fn run<T>(
         for ev in events.iter() {
             let i = ev.token().0;
             let s = &mut slots[i];
-            if s.job.is_none() {
+            if s.flights.is_empty() {
                 continue;
             }
-            let outcome = step(s, &mut buf, ev.is_writable() || ev.is_error());
-            if let Some(outcome) = outcome {
-                if finish(&lp, s, i, outcome, &mut next, &mut done) {
-                    continue;
-                }
-                busy -= 1;
+            let writable = ev.is_writable() || ev.is_error();
+            if let Err(broke) = advance(&lp, s, &mut buf, writable, &mut done) {
+                lost(&lp, s, i, broke, &mut done);
             }
+            fill(&lp, s, i, &mut next, &mut done);
         }
         let now = Instant::now();
         for (i, s) in slots.iter_mut().enumerate() {
-            let late = s.job.as_ref().is_some_and(|(_, t)| now >= *t + lp.timeout);
-            if late {
-                // The node may have taken it: never sent again.
-                let failed = Outcome::Failed(WireError::Timeout);
-                if !finish(&lp, s, i, failed, &mut next, &mut done) {
-                    busy -= 1;
+            if s.flights
+                .front()
+                .is_some_and(|f| now >= f.started + lp.timeout)
+            {
+                // The node may have taken them: never sent again. The others on the
+                // connection go with it, since it is closed.
+                close(&lp, s);
+                for f in std::mem::take(&mut s.flights) {
+                    done(f.tag, f.started, Err(WireError::Timeout));
                 }
+                fill(&lp, s, i, &mut next, &mut done);
             }
         }
     }
-    Ok(())
 }
 
-enum Outcome {
-    Answered(Answer, bool),
-    Failed(WireError),
-    /// A kept-alive connection found closed before any answer: send again.
-    NothingBack(WireError),
-}
-
-/// Takes the next request for slot `i` and starts it; false if there is none.
-fn start<T>(
+/// Takes requests for slot `i` until `depth` are in flight (or there are no more)
+/// and starts writing them; a request that cannot even be sent is answered at once.
+fn fill<T>(
     lp: &Lp,
     s: &mut Slot<T>,
     i: usize,
     next: &mut impl FnMut() -> Option<(T, Vec<u8>)>,
     done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
-) -> bool {
+) {
     loop {
-        let Some((tag, request)) = next() else {
-            return false;
-        };
-        s.request = request;
-        s.resent = false;
-        let started = Instant::now();
-        match send(lp, s, i) {
-            Ok(()) => {
-                s.job = Some((tag, started));
-                return true;
-            }
-            // Could not even connect: that request is answered at once.
-            Err(e) => done(tag, started, Err(e)),
+        let before = s.flights.len();
+        while s.flights.len() < lp.depth {
+            let Some((tag, request)) = next() else {
+                break;
+            };
+            s.out.extend_from_slice(&request);
+            s.flights.push_back(Flight {
+                tag,
+                started: Instant::now(),
+                request,
+                resent: false,
+            });
+        }
+        if s.flights.len() == before {
+            return;
+        }
+        match transmit(lp, s, i) {
+            Ok(()) => return,
+            Err(broke) => lost(lp, s, i, broke, done),
         }
     }
 }
 
-/// Sends the slot's request, on its open connection or a new one.
-fn send<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), WireError> {
-    s.written = 0;
-    s.received.clear();
-    s.need = 0;
+/// Writes the slot's pending requests, on its open connection or a new one.
+fn transmit<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), Broke> {
     if s.stream.is_none() {
-        let mut stream = TcpStream::connect(lp.addr).map_err(WireError::Connect)?;
+        s.written = 0;
+        s.received.clear();
+        s.need = 0;
+        let connect = |e| Broke::Failed(WireError::Connect(e));
+        let mut stream = TcpStream::connect(lp.addr).map_err(connect)?;
         let _ = stream.set_nodelay(true);
         lp.poll
             .registry()
@@ -250,31 +277,60 @@ fn send<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), WireError> {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )
-            .map_err(WireError::Connect)?;
+            .map_err(connect)?;
         s.stream = Some(stream);
         s.connected = false;
         s.reused = false;
         // Written once the connect completes (the first writable event).
         return Ok(());
     }
-    match write_some(s) {
-        Ok(()) => Ok(()),
-        Err(outcome) => {
-            close(lp, s);
-            match outcome {
-                Outcome::NothingBack(_) if !s.resent => resend(lp, s, i),
-                Outcome::Failed(e) | Outcome::NothingBack(e) => Err(e),
-                Outcome::Answered(..) => unreachable!("writing answers nothing"),
-            }
-        }
+    if s.connected {
+        write_some(s)?;
     }
+    Ok(())
 }
 
-/// The node had closed the slot's kept-alive connection before its request: the
-/// request was not taken, so it goes once more, on a new connection.
-fn resend<T>(lp: &Lp, s: &mut Slot<T>, i: usize) -> Result<(), WireError> {
-    s.resent = true;
-    send(lp, s, i)
+/// The slot's connection broke: it is closed, and its unanswered requests are sent
+/// once more on a new connection (a kept-alive one closed before answering them, and
+/// only once each) or fail.
+fn lost<T>(
+    lp: &Lp,
+    s: &mut Slot<T>,
+    i: usize,
+    mut broke: Broke,
+    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
+) {
+    loop {
+        close(lp, s);
+        s.out.clear();
+        let (again, e) = match broke {
+            Broke::NothingBack(e) => (true, e),
+            Broke::Failed(e) => (false, e),
+        };
+        let mut e = Some(e);
+        for mut f in std::mem::take(&mut s.flights) {
+            if again && !f.resent {
+                f.resent = true;
+                s.out.extend_from_slice(&f.request);
+                s.flights.push_back(f);
+            } else {
+                let err = match e.take() {
+                    Some(e) => e,
+                    None => WireError::Transport(
+                        "the connection broke with an earlier request's answer".into(),
+                    ),
+                };
+                done(f.tag, f.started, Err(err));
+            }
+        }
+        if s.flights.is_empty() {
+            return;
+        }
+        match transmit(lp, s, i) {
+            Ok(()) => return,
+            Err(b) => broke = b,
+        }
+    }
 }
 
 /// Closes the slot's connection, if it has one.
@@ -282,58 +338,67 @@ fn close<T>(lp: &Lp, s: &mut Slot<T>) {
     if let Some(mut stream) = s.stream.take() {
         let _ = lp.poll.registry().deregister(&mut stream);
     }
+    s.written = 0;
+    s.received.clear();
+    s.need = 0;
 }
 
-/// Writes what the socket takes of the request.
-fn write_some<T>(s: &mut Slot<T>) -> Result<(), Outcome> {
+/// Writes what the socket takes of the pending requests.
+fn write_some<T>(s: &mut Slot<T>) -> Result<(), Broke> {
     let Some(stream) = s.stream.as_mut() else {
         return Ok(());
     };
-    while s.written < s.request.len() {
-        match stream.write(&s.request[s.written..]) {
-            Ok(0) => {
-                return Err(Outcome::Failed(WireError::Transport(
-                    "wrote nothing".into(),
-                )))
-            }
+    while s.written < s.out.len() {
+        match stream.write(&s.out[s.written..]) {
+            Ok(0) => return Err(Broke::Failed(WireError::Transport("wrote nothing".into()))),
             Ok(n) => s.written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // A request not fully written cannot have been taken.
             Err(e) if s.reused && wire::closed(&e) => {
-                return Err(Outcome::NothingBack(WireError::io(e)))
+                return Err(Broke::NothingBack(WireError::io(e)))
             }
             Err(e) if !s.connected || e.kind() == ErrorKind::ConnectionRefused => {
-                return Err(Outcome::Failed(WireError::Connect(e)))
+                return Err(Broke::Failed(WireError::Connect(e)))
             }
-            Err(e) => return Err(Outcome::Failed(WireError::io(e))),
+            Err(e) => return Err(Broke::Failed(WireError::io(e))),
         }
     }
+    s.out.clear();
+    s.written = 0;
     Ok(())
 }
 
-/// Moves the slot on after an event: writes, reads, and parses what has arrived.
-/// Some outcome once its request is answered or has failed.
-fn step<T>(s: &mut Slot<T>, buf: &mut [u8], writable: bool) -> Option<Outcome> {
+/// Moves the slot on after an event: writes, reads, and hands every whole answer
+/// that has arrived to `done`, in order.
+fn advance<T>(
+    lp: &Lp,
+    s: &mut Slot<T>,
+    buf: &mut [u8],
+    writable: bool,
+    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
+) -> Result<(), Broke> {
     if writable && !s.connected {
-        let stream = s.stream.as_ref()?;
+        let Some(stream) = s.stream.as_ref() else {
+            return Ok(());
+        };
         match stream.take_error() {
             Ok(None) => {}
-            Ok(Some(e)) | Err(e) => return Some(Outcome::Failed(WireError::Connect(e))),
+            Ok(Some(e)) | Err(e) => return Err(Broke::Failed(WireError::Connect(e))),
         }
         match stream.peer_addr() {
             Ok(_) => s.connected = true,
             // Not connected yet: a later event will say.
-            Err(e) if e.kind() == ErrorKind::NotConnected => return None,
-            Err(e) => return Some(Outcome::Failed(WireError::Connect(e))),
+            Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(Broke::Failed(WireError::Connect(e))),
         }
     }
-    if s.connected && s.written < s.request.len() {
-        if let Err(o) = write_some(s) {
-            return Some(o);
-        }
+    if s.connected && s.written < s.out.len() {
+        write_some(s)?;
     }
-    let stream = s.stream.as_mut()?;
+    let Some(stream) = s.stream.as_mut() else {
+        return Ok(());
+    };
     let mut ended = false;
     loop {
         match stream.read(buf) {
@@ -345,63 +410,52 @@ fn step<T>(s: &mut Slot<T>, buf: &mut [u8], writable: bool) -> Option<Outcome> {
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if s.received.is_empty() && s.reused && wire::closed(&e) => {
-                return Some(Outcome::NothingBack(WireError::io(e)))
+                return Err(Broke::NothingBack(WireError::io(e)))
             }
             Err(e) if wire::closed(&e) => {
                 ended = true;
                 break;
             }
-            Err(e) => return Some(Outcome::Failed(WireError::io(e))),
+            Err(e) => return Err(Broke::Failed(WireError::io(e))),
         }
     }
-    // (Also with the request only partly written: that cannot have been taken.)
-    if ended && s.received.is_empty() && s.reused {
-        return Some(Outcome::NothingBack(WireError::Transport(
-            "the node closed the connection without answering".into(),
-        )));
-    }
-    if s.received.len() < s.need && !ended {
-        return None;
-    }
-    match parse(&s.received, ended) {
-        Parsed::Whole(answer, keep) => Some(Outcome::Answered(answer, keep && !ended)),
-        Parsed::Short(n) => {
-            s.need = n;
-            None
+    while !s.flights.is_empty() {
+        // (Also with the request only partly written: that cannot have been taken.)
+        if ended && s.received.is_empty() && s.reused {
+            return Err(Broke::NothingBack(WireError::Transport(
+                "the node closed the connection without answering".into(),
+            )));
         }
-        Parsed::Broken(e) => Some(Outcome::Failed(e)),
-    }
-}
-
-/// Ends the slot's request with `outcome` (or sends it again), then starts the next
-/// request; false if the slot is now idle.
-fn finish<T>(
-    lp: &Lp,
-    s: &mut Slot<T>,
-    i: usize,
-    outcome: Outcome,
-    next: &mut impl FnMut() -> Option<(T, Vec<u8>)>,
-    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
-) -> bool {
-    let keep = matches!(outcome, Outcome::Answered(_, true));
-    if !keep {
-        close(lp, s);
-    }
-    let result = match outcome {
-        Outcome::NothingBack(_) if !s.resent => match resend(lp, s, i) {
-            Ok(()) => return true,
-            Err(e) => Err(e),
-        },
-        Outcome::NothingBack(e) | Outcome::Failed(e) => Err(e),
-        Outcome::Answered(answer, _) => {
-            s.reused = true;
-            Ok(answer)
+        if s.received.len() < s.need && !ended {
+            return Ok(());
         }
-    };
-    if let Some((tag, started)) = s.job.take() {
-        done(tag, started, result);
+        match parse(&s.received, ended) {
+            Parsed::Whole(answer, keep, used) => {
+                s.received.drain(..used);
+                s.need = 0;
+                s.reused = true;
+                let f = s.flights.pop_front().expect("a request in flight");
+                done(f.tag, f.started, Ok(answer));
+                if !keep || ended {
+                    if s.flights.is_empty() {
+                        // Closed here; the next request opens a new connection.
+                        close(lp, s);
+                        return Ok(());
+                    }
+                    // The node closes after that answer: it took none of the rest.
+                    return Err(Broke::NothingBack(WireError::Transport(
+                        "the node closed the connection after an earlier answer".into(),
+                    )));
+                }
+            }
+            Parsed::Short(n) => {
+                s.need = n;
+                return Ok(());
+            }
+            Parsed::Broken(e) => return Err(Broke::Failed(e)),
+        }
     }
-    start(lp, s, i, next, done)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -420,18 +474,22 @@ mod tests {
                 _ => panic!("cut at {cut} of {} bytes is not short", OK.len()),
             }
         }
-        assert!(matches!(parse(OK, false), Parsed::Whole((201, ref b), true) if b == b"ok"));
+        assert!(
+            matches!(parse(OK, false), Parsed::Whole((201, ref b), true, n) if b == b"ok" && n == OK.len())
+        );
         // Once the body's start is in, the wait is for exactly the rest of it.
         let head = OK.len() - 2;
         assert!(matches!(parse(&OK[..head], false), Parsed::Short(n) if n == OK.len()));
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
         assert!(matches!(parse(&chunked[..40], false), Parsed::Short(_)));
-        assert!(matches!(parse(chunked, false), Parsed::Whole((200, ref b), true) if b == b"ab"));
+        assert!(
+            matches!(parse(chunked, false), Parsed::Whole((200, ref b), true, _) if b == b"ab")
+        );
         // A body framed by the end of the connection is whole only at the end.
         let to_end = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it";
         assert!(matches!(parse(to_end, false), Parsed::Short(_)));
         assert!(
-            matches!(parse(to_end, true), Parsed::Whole((200, ref b), false) if b == b"all of it")
+            matches!(parse(to_end, true), Parsed::Whole((200, ref b), false, _) if b == b"all of it")
         );
         // Cut short by the close, or not HTTP: broken, not waited for.
         assert!(matches!(parse(&OK[..10], true), Parsed::Broken(_)));
@@ -443,11 +501,11 @@ mod tests {
     }
 
     /// Serves `conns` connections, each with `answer(connection, request number,
-    /// stream)` for every request read; counts the requests, and the connections
+    /// body, stream)` for every request read; counts the requests, and the connections
     /// still waiting to be accepted once those are done.
     fn server(
         conns: usize,
-        answer: impl Fn(usize, usize, &mut std::net::TcpStream) -> bool + Send + Sync + 'static,
+        answer: impl Fn(usize, usize, &[u8], &mut std::net::TcpStream) -> bool + Send + Sync + 'static,
     ) -> (Target, std::thread::JoinHandle<(usize, usize)>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -478,7 +536,7 @@ mod tests {
                             let mut body = vec![0; length];
                             r.read_exact(&mut body).unwrap();
                             seen += 1;
-                            if !answer(c, seen, &mut s) {
+                            if !answer(c, seen, &body, &mut s) {
                                 return seen;
                             }
                         }
@@ -496,15 +554,32 @@ mod tests {
 
     /// Runs `n` POSTs over `c` connections; each job's result in job order.
     fn drive(t: &Target, c: usize, n: usize) -> Vec<Result<Answer, String>> {
+        drive_pipelined(t, c, 1, n)
+    }
+
+    /// Runs `n` POSTs over `c` connections, `depth` in flight on each; job j's body
+    /// is `j` in decimal. Each job's result in job order.
+    fn drive_pipelined(
+        t: &Target,
+        c: usize,
+        depth: usize,
+        n: usize,
+    ) -> Vec<Result<Answer, String>> {
         let mut results: Vec<Option<Result<Answer, String>>> = (0..n).map(|_| None).collect();
-        let req = t.request("POST", "/v1/events", Some(b"{}"));
         let mut k = 0;
         run(
             t,
             c,
+            depth,
             || {
                 k += 1;
-                (k <= n).then(|| (k - 1, req.clone()))
+                let body = (k - 1).to_string();
+                (k <= n).then(|| {
+                    (
+                        k - 1,
+                        t.request("POST", "/v1/events", Some(body.as_bytes())),
+                    )
+                })
             },
             |j, _, r| {
                 assert!(results[j].is_none(), "job {j} answered twice");
@@ -521,7 +596,7 @@ mod tests {
     #[test]
     fn many_connections_from_one_thread_each_get_their_answers() {
         // Answers arrive a byte at a time on one of the connections.
-        let (t, server) = server(8, |c, _, s| {
+        let (t, server) = server(8, |c, _, _, s| {
             if c == 0 {
                 for b in OK {
                     s.write_all(&[*b]).unwrap();
@@ -541,12 +616,46 @@ mod tests {
     }
 
     #[test]
+    fn pipelined_requests_are_answered_in_order_and_the_untaken_sent_again() {
+        // Each answer echoes its request's body. Connection 0 answers its third
+        // request with `Connection: close` and closes: the requests written after
+        // it were not taken, and go again on a new connection.
+        let (t, server) = server(3, |c, n, body, s| {
+            let close = c == 0 && n == 3;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n",
+                body.len(),
+                if close { "Connection: close\r\n" } else { "" }
+            );
+            s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            !close
+        });
+        let results = drive_pipelined(&t, 2, 8, 300);
+        for (j, r) in results.iter().enumerate() {
+            assert!(
+                matches!(r, Ok((200, b)) if b == j.to_string().as_bytes()),
+                "job {j}: {r:?}"
+            );
+        }
+        drop(t);
+        let (requests, waiting) = server.join().unwrap();
+        assert_eq!(waiting, 0);
+        // Connection 0 read three requests and closed with up to 7 more written
+        // behind them, which went again (and the third too, if the close reset the
+        // connection before its answer was read).
+        assert!(
+            (300..=308).contains(&requests),
+            "{requests} requests read for 300 jobs"
+        );
+    }
+
+    #[test]
     fn only_a_request_on_a_connection_closed_before_any_answer_is_sent_again() {
         // Connection 0: the first request is answered, the second gets no answer
         // (the connection is closed: it was never taken) and goes again on
         // connection 1, whose first is answered and whose second gets half a status
         // line (it may have been taken: not sent again).
-        let (t, server) = server(2, |c, n, s| match (c, n) {
+        let (t, server) = server(2, |c, n, _, s| match (c, n) {
             (_, 1) => {
                 s.write_all(OK).unwrap();
                 true
@@ -570,7 +679,7 @@ mod tests {
     fn a_request_without_an_answer_times_out_and_is_not_sent_again() {
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = std::sync::Mutex::new(released);
-        let (t, server) = server(1, move |_, _, _| {
+        let (t, server) = server(1, move |_, _, _, _| {
             // Hold the answer until the client has timed out, then close.
             released.lock().unwrap().recv().unwrap();
             false

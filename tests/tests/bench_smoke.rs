@@ -150,4 +150,44 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
             .is_some_and(|v| v > 0.0),
         "the node's CPU per proof is reported: {proofs:#}"
     );
+
+    // Pipelined: each connection writes 8 requests before reading their answers,
+    // which the node must send back whole and in order.
+    for (args, unit) in [
+        (["--proofs", "500"], "proofs"),
+        (["--events", "400"], "events"),
+    ] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&[
+            "--pipeline",
+            "8",
+            "--connections",
+            "3",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ]);
+        let run = bench(&node, work.path(), &all);
+        assert_eq!(run["pipeline"], 8, "{run:#}");
+        assert_clean(&run, unit);
+    }
+}
+
+#[test]
+fn pipelining_needs_one_event_per_request() {
+    let node = Node::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let run = custody(
+        work.path(),
+        Some(&node.url),
+        &["bench", "--events", "10", "--batch", "5", "--pipeline", "2"],
+    );
+    assert!(!run.ok, "pipelined batches were accepted:\n{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("--pipeline 2 needs one event or proof per request"),
+        "{}",
+        run.stderr
+    );
 }
