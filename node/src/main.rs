@@ -8,7 +8,7 @@
 //! tiles), `blobs` (attachments), `metrics` (Prometheus), `observe` (request id,
 //! deadline, logs), `routes` (the table).
 //!
-//! No unsafe code, except one call to glibc's `mallopt` (`fixed_mmap_threshold`).
+//! No unsafe code, except the calls to glibc's `mallopt` (`tune_malloc`).
 #![deny(unsafe_code)]
 
 mod append;
@@ -39,7 +39,7 @@ use std::time::Duration;
 const GRACE: Duration = Duration::from_secs(30);
 
 fn main() {
-    fixed_mmap_threshold();
+    tune_malloc();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.cmd {
@@ -53,20 +53,43 @@ fn main() {
     }
 }
 
-/// Request bodies (a batch is up to megabytes) are allocated and freed on many
-/// threads. glibc serves blocks above its mmap threshold (128 KiB) with mmap and
-/// returns them on free, but the first such free raises the threshold (up to 32 MiB),
-/// and from then on large bodies land in the per-thread arenas, which keep the
-/// memory. A fixed threshold of 256 KiB kept the node ~50 MB smaller at 10M entries
-/// under load (README §Performance). An operator's `MALLOC_MMAP_THRESHOLD_` wins.
+/// glibc's allocator, set before any other thread exists (an operator's
+/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` wins over each setting):
+///
+/// - Request bodies (a batch is up to megabytes) are allocated and freed on many
+///   threads. glibc serves blocks above its mmap threshold (128 KiB) with mmap and
+///   returns them on free, but the first such free raises the threshold (up to 32
+///   MiB), and from then on large bodies land in the per-thread arenas, which keep
+///   the memory. A fixed threshold of 256 KiB kept the node ~50 MB smaller at 10M
+///   entries under load.
+/// - glibc opens up to eight arenas per core, one for each thread that finds the
+///   others locked, and each keeps what was freed in it. After a mix of batch,
+///   single and proof loads at 10M-22M entries the node peaked at 318-327 MB with
+///   them, over its 300 MB budget; with four per core at 278-289 MB, but a node
+///   that grew a log 0 → 10M in batch runs peaked at 311 MB. Two per core
+///   (`ARENAS_PER_CORE`) gave 243-252 MB after the mix and 299 MB growing to 10M,
+///   for up to 10-20% more CPU per event in some runs (none in others); one per
+///   core cost 25-40% more (README §Performance). With cores to spare and memory
+///   too, set `MALLOC_ARENA_MAX` higher.
 #[allow(unsafe_code)]
-fn fixed_mmap_threshold() {
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only changes the allocator's parameters; it runs before any
-        // other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    {
+        /// glibc's own default is eight per core.
+        const ARENAS_PER_CORE: usize = 2;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = i32::try_from(ARENAS_PER_CORE * cores).unwrap_or(i32::MAX);
+        for (var, param, value) in [
+            ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 256 << 10),
+            ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, arenas),
+        ] {
+            if std::env::var_os(var).is_none() {
+                // SAFETY: mallopt only changes the allocator's parameters; it runs
+                // before any other thread exists.
+                unsafe {
+                    libc::mallopt(param, value);
+                }
+            }
         }
     }
 }
