@@ -219,6 +219,12 @@ pub(crate) fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: fn(Vec<T>) -> Vec
 /// Opens envelopes on the calling thread, batch-verifying their signatures; each
 /// gets the verdict [`Envelope::open`] would give it.
 pub fn open_here(envelopes: Vec<Envelope>) -> Vec<Result<Opened>> {
+    open_here_in(envelopes, sig::MAX_BATCH)
+}
+
+/// [`open_here`] with signatures checked in batches of at most `batch`
+/// ([`sig::verify_each_in`]).
+pub fn open_here_in(envelopes: Vec<Envelope>, batch: usize) -> Vec<Result<Opened>> {
     let decoded: Vec<(Envelope, Result<Decoded>)> = envelopes
         .into_iter()
         .map(|e| {
@@ -230,7 +236,7 @@ pub fn open_here(envelopes: Vec<Envelope>) -> Vec<Result<Opened>> {
         .iter()
         .filter_map(|(_, d)| d.as_ref().ok().map(|d| d.pending.clone()))
         .collect();
-    let mut verdicts = sig::verify_each(&pending).into_iter();
+    let mut verdicts = sig::verify_each_in(&pending, batch).into_iter();
     decoded
         .into_iter()
         .map(|(e, d)| {
