@@ -82,10 +82,10 @@ fn limit(c: &mut Criterion) {
             assert!(sig::verify_batch(&pending));
         })
     });
-    // One signer's 256 signatures (a brand's batch, a tile of one actor): their key
-    // terms merge into one point of the batch equation.
-    // At 1,024 (and beyond) the multiscalar multiplication uses wider windows, and
-    // costs less per signature.
+    // One signer's signatures (a brand's batch, tiles of one actor): their key terms
+    // merge into one point of the batch equation. 256 is the node's batch, 1,024 the
+    // audit's; larger batches take wider windows in the multiscalar multiplication
+    // and cost less per signature.
     let one_key: Vec<(Vec<u8>, [u8; 64])> = (0..4096u64)
         .map(|i| {
             let m = pae(PAYLOAD_TYPE, &scan(1_000 + i));

@@ -263,7 +263,8 @@ pub fn prepare(entries: &[&[u8]]) -> Vec<Result<(DateTime<Utc>, Opened)>> {
 }
 
 /// [`prepare`] on the calling thread only: for callers that already keep every core
-/// busy with a share of their own (the audit verifies whole tiles, one per core).
+/// busy with a share of their own (the audit verifies groups of whole tiles, one
+/// group per core).
 pub fn prepare_here(entries: Vec<&[u8]>) -> Vec<Result<(DateTime<Utc>, Opened)>> {
     prepare_here_in(entries, crate::sig::MAX_BATCH)
 }

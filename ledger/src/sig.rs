@@ -274,6 +274,10 @@ mod tests {
         for (i, v) in verdicts.iter().enumerate() {
             assert_eq!(*v, i != 13, "signature {i}");
         }
+        // The same verdicts whatever the batch size (0 is taken as 1).
+        for batch in [0, 1, 7, 13, 14, 1024] {
+            assert_eq!(verify_each_in(&items, batch), verdicts, "batch {batch}");
+        }
     }
 
     /// Signatures by one key share a term of the batch equation; a bad one among them
