@@ -8,7 +8,7 @@
 //! tiles), `blobs` (attachments), `metrics` (Prometheus), `observe` (request id,
 //! deadline, logs), `routes` (the table).
 //!
-//! No unsafe code, except the calls to glibc's `mallopt` (`tune_malloc`).
+//! No unsafe code, except naming jemalloc's settings (`malloc_conf`).
 #![deny(unsafe_code)]
 
 mod append;
@@ -38,8 +38,32 @@ use std::time::Duration;
 /// waiting for them (queued appends are still committed).
 const GRACE: Duration = Duration::from_secs(30);
 
+/// The whole process allocates with jemalloc, RocksDB's C++ included (the
+/// unprefixed build replaces `malloc` and `operator new`). With glibc's allocator
+/// a node that had served a few million batch appends answered proofs with 50-80 µs
+/// of CPU each where a fresh one took 43 (its arenas' free lists had grown long:
+/// `_int_malloc` and the arena locks' futex calls were ~20% of its profile), and
+/// peaked at 299 MB growing a log 0 → 10M even with its arenas capped at two per
+/// core. With jemalloc, on the same machine and log: proofs 35-39 µs, a log grown 0
+/// → 10M peaked at 256 MB, batch appends 32-44 µs per event (README §Performance).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts; an operator's `MALLOC_CONF` is
+/// applied after them. Two arenas (one per core of the 2-core machine the targets
+/// are set for; on more cores, `MALLOC_CONF=narenas:N` trades memory for less
+/// contention): each thread's cache serves most blocks without a lock. Freed pages
+/// go back to the system after a second (`dirty_decay_ms`) from a background
+/// thread, at once rather than lazily (`muzzy_decay_ms:0`: pages given back with
+/// MADV_FREE would still count in the resident size until the kernel wants them).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code, non_upper_case_globals)]
+#[export_name = "malloc_conf"]
+pub static malloc_conf: &[u8; 70] =
+    b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() {
-    tune_malloc();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.cmd {
@@ -50,47 +74,6 @@ fn main() {
     if let Err(e) = result {
         eprintln!("custody-node: error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// glibc's allocator, set before any other thread exists (an operator's
-/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` wins over each setting):
-///
-/// - Request bodies (a batch is up to megabytes) are allocated and freed on many
-///   threads. glibc serves blocks above its mmap threshold (128 KiB) with mmap and
-///   returns them on free, but the first such free raises the threshold (up to 32
-///   MiB), and from then on large bodies land in the per-thread arenas, which keep
-///   the memory. A fixed threshold of 256 KiB kept the node ~50 MB smaller at 10M
-///   entries under load.
-/// - glibc opens up to eight arenas per core, one for each thread that finds the
-///   others locked, and each keeps what was freed in it. After a mix of batch,
-///   single and proof loads at 10M-22M entries the node peaked at 318-327 MB with
-///   them, over its 300 MB budget; with four per core at 278-289 MB, but a node
-///   that grew a log 0 → 10M in batch runs peaked at 311 MB. Two per core
-///   (`ARENAS_PER_CORE`) gave 243-252 MB after the mix and 299 MB growing to 10M,
-///   for up to 10-20% more CPU per event in some runs (none in others); one per
-///   core cost 25-40% more (README §Performance). With cores to spare and memory
-///   too, set `MALLOC_ARENA_MAX` higher.
-#[allow(unsafe_code)]
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        /// glibc's own default is eight per core.
-        const ARENAS_PER_CORE: usize = 2;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let arenas = i32::try_from(ARENAS_PER_CORE * cores).unwrap_or(i32::MAX);
-        for (var, param, value) in [
-            ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 256 << 10),
-            ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, arenas),
-        ] {
-            if std::env::var_os(var).is_none() {
-                // SAFETY: mallopt only changes the allocator's parameters; it runs
-                // before any other thread exists.
-                unsafe {
-                    libc::mallopt(param, value);
-                }
-            }
-        }
     }
 }
 
