@@ -83,7 +83,7 @@ fn limit(c: &mut Criterion) {
         })
     });
     // One signer's signatures (a brand's batch, tiles of one actor): their key terms
-    // merge into one point of the batch equation. 256 is the node's batch, 1,024 the
+    // merge into one point of the batch equation. 256 is the node's batch, 4,096 the
     // audit's; larger batches take wider windows in the multiscalar multiplication
     // and cost less per signature.
     let one_key: Vec<(Vec<u8>, [u8; 64])> = (0..4096u64)

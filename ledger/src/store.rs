@@ -1311,22 +1311,34 @@ impl Store {
         }
         match t.level {
             Some(_) => tree::hash_tile_bytes(t, self),
-            None => {
-                let start = t.n * tree::TILE_WIDTH;
-                let keys: Vec<Vec<u8>> = (start..start + u64::from(t.width))
-                    .map(|i| ku(b'e', i))
-                    .collect();
-                let mut out = Vec::new();
-                let got = self.db.batched_multi_get_cf(self.entries_cf(), &keys, true);
-                for (i, got) in (start..).zip(got) {
-                    let e = got
-                        .map_err(LedgerError::storage)?
-                        .ok_or_else(|| LedgerError::corrupt(format!("entry {i} is missing")))?;
-                    tree::push_bundle_entry(&mut out, &e);
-                }
-                Ok(out)
-            }
+            None => self.entry_bundle(t.n * tree::TILE_WIDTH, u64::from(t.width)),
         }
+    }
+
+    /// The C2SP entry bundle of entries `start..start + width`: one scan of their
+    /// keys, which are adjacent, read ahead and not kept in the block cache (a
+    /// bundle is fetched once, by a mirror or an auditor). A `MultiGet` of the 256
+    /// keys took ~20% more of the node's CPU while it served an audit.
+    fn entry_bundle(&self, start: Index, width: u64) -> Result<Vec<u8>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(ku(b'e', start + width));
+        opts.fill_cache(false);
+        opts.set_readahead_size(256 << 10);
+        let mut it = self.db.raw_iterator_cf_opt(self.entries_cf(), opts);
+        it.seek(ku(b'e', start));
+        let mut out = Vec::new();
+        for i in start..start + width {
+            let value = match (it.key(), it.value()) {
+                (Some([b'e', n @ ..]), Some(value)) if be(n) == Some(i) => value,
+                _ => {
+                    it.status().map_err(LedgerError::storage)?;
+                    return Err(LedgerError::corrupt(format!("entry {i} is missing")));
+                }
+            };
+            tree::push_bundle_entry(&mut out, value);
+            it.next();
+        }
+        Ok(out)
     }
 
     /// A full check of the store (an operator's fsck): every entry hashes to its
@@ -1651,6 +1663,51 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.head(), (size, root));
+    }
+
+    /// An entry bundle is its entries in order, each behind its u16 length, whether
+    /// they are in the memtable or in table files and whether the tile is full or
+    /// partial; an entry missing from the middle of one is named as damage.
+    #[test]
+    fn entry_bundles_hold_their_entries_in_order_and_name_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/bundles");
+        store.commit(synthetic(store.size(), 300)).unwrap();
+        let bundle = |n: u64, width: u32| {
+            store.tile(&tree::TileRef {
+                level: None,
+                n,
+                width,
+            })
+        };
+        let expect = |range: std::ops::Range<u64>| -> Vec<u8> {
+            let mut out = Vec::new();
+            for i in range {
+                tree::push_bundle_entry(&mut out, &store.entry(i).unwrap().unwrap());
+            }
+            out
+        };
+        let size = store.size();
+        let partial = (size - 256) as u32;
+        assert_eq!(bundle(0, 256).unwrap(), expect(0..256), "in the memtable");
+        store.flush_memtables().unwrap();
+        assert_eq!(bundle(0, 256).unwrap(), expect(0..256), "in a table file");
+        assert_eq!(bundle(1, partial).unwrap(), expect(256..size));
+        assert_eq!(bundle(0, 7).unwrap(), expect(0..7));
+        // The last of a tile (the scan ends early), then one in the middle (the scan
+        // finds the next key instead).
+        store
+            .db
+            .delete_cf(store.entries_cf(), ku(b'e', 255))
+            .unwrap();
+        let e = bundle(0, 256).unwrap_err();
+        assert!(e.to_string().contains("entry 255 is missing"), "{e}");
+        store
+            .db
+            .delete_cf(store.entries_cf(), ku(b'e', 100))
+            .unwrap();
+        let e = bundle(0, 256).unwrap_err();
+        assert!(e.to_string().contains("entry 100 is missing"), "{e}");
     }
 
     /// The `ids` family's filters and index live in its own block cache, which the
