@@ -218,6 +218,7 @@ async fn run(
         format!("listening on {listen} (--listen): is another process using it?")
     })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(listen), "listening");
+    tokio::spawn(observe::summarise(state.clone()));
     let app = routes::router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     // A client that pipelines (several requests written before reading the answers,

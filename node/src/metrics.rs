@@ -46,6 +46,11 @@ impl Metrics {
         *lock(&self.refused).entry(code).or_default() += n;
     }
 
+    /// Events refused so far, whatever their code.
+    pub fn refused_total(&self) -> u64 {
+        lock(&self.refused).values().sum()
+    }
+
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
         *lock(&self.requests)
             .entry((method.to_owned(), route.to_owned(), status))
