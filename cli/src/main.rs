@@ -19,6 +19,14 @@ use ledger::types::KeyId;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+/// jemalloc, as in the node: an audit allocates some twenty-five small blocks per
+/// entry (parsed strings, decoded payload and signature), and with glibc's malloc
+/// and free it took 2.1% more instructions (callgrind, an audit of 100,002
+/// entries: 16.60G against 16.25G).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "custody",

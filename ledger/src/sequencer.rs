@@ -57,7 +57,7 @@ pub fn look_up(store: &Store, items: &[Result<Opened>]) -> Option<Prior> {
     let size = store.size();
     let ids: Vec<EventId> = items
         .iter()
-        .filter_map(|i| i.as_ref().ok().map(|o| o.event_id))
+        .filter_map(|i| i.as_ref().ok().map(|o| o.event_id()))
         .collect();
     let mut found = store.indexes_of_events(&ids).ok()?.into_iter();
     let found = items
@@ -483,13 +483,13 @@ impl Worker {
                 Some(p) if p.found.len() == j.items.len() && self.recent.covers(p.size, start) => {
                     for (item, found) in j.items.iter().zip(&p.found) {
                         let Ok(o) = item else { continue };
-                        let known = found.or_else(|| self.recent.index.get(&o.event_id).copied());
+                        let known = found.or_else(|| self.recent.index.get(&o.event_id()).copied());
                         if let Some(i) = known {
-                            prior.insert(o.event_id, i);
+                            prior.insert(o.event_id(), i);
                         }
                     }
                 }
-                _ => ids.extend(opened.map(|o| o.event_id)),
+                _ => ids.extend(opened.map(|o| o.event_id())),
             }
         }
         let read = if ids.is_empty() {
@@ -580,13 +580,13 @@ impl Worker {
         };
         // The same payload again is the same event: answer with the original
         // receipt, but only to its original signer.
-        let earlier = match seen.in_group.get(&opened.event_id) {
-            Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, opened.event_id))),
+        let earlier = match seen.in_group.get(&opened.event_id()) {
+            Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, opened.event_id()))),
             None => match seen.prior.as_ref().map_or_else(
-                || view.store.index_of_event(&opened.event_id),
-                |p| Ok(p.get(&opened.event_id).copied()),
+                || view.store.index_of_event(&opened.event_id()),
+                |p| Ok(p.get(&opened.event_id()).copied()),
             ) {
-                Ok(Some(index)) => Some((index, Slot::Duplicate(index, opened.event_id))),
+                Ok(Some(index)) => Some((index, Slot::Duplicate(index, opened.event_id()))),
                 Ok(None) => None,
                 Err(e) => return Slot::Refused(e),
             },
@@ -643,14 +643,14 @@ impl Worker {
         }
         view.entries.insert(index, bytes.clone());
         let slot = new.len();
-        seen.in_group.insert(opened.event_id, slot);
+        seen.in_group.insert(opened.event_id(), slot);
         new.push(NewEntry {
             bytes,
-            event_id: opened.event_id,
+            event_id: opened.event_id(),
             case: effects.case,
             actor: effects.actor,
         });
-        Slot::New(slot, opened.event_id)
+        Slot::New(slot, opened.event_id())
     }
 }
 

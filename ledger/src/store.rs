@@ -578,7 +578,7 @@ impl Store {
             crate::replay::judge(&store, 0, now, &opened, &crate::cases::Rules::default())?;
         store.commit(vec![NewEntry {
             bytes: entry::encode(now, &opened.envelope),
-            event_id: opened.event_id,
+            event_id: opened.event_id(),
             case: None,
             actor: effects.actor,
         }])?;
