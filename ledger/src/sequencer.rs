@@ -483,9 +483,9 @@ impl Worker {
                 Some(p) if p.found.len() == j.items.len() && self.recent.covers(p.size, start) => {
                     for (item, found) in j.items.iter().zip(&p.found) {
                         let Ok(o) = item else { continue };
-                        let known = found.or_else(|| self.recent.index.get(&o.event_id()).copied());
-                        if let Some(i) = known {
-                            prior.insert(o.event_id(), i);
+                        let id = o.event_id();
+                        if let Some(i) = found.or_else(|| self.recent.index.get(&id).copied()) {
+                            prior.insert(id, i);
                         }
                     }
                 }
@@ -578,15 +578,16 @@ impl Worker {
             Ok(o) => o,
             Err(e) => return Slot::Refused(e),
         };
+        let id = opened.event_id();
         // The same payload again is the same event: answer with the original
         // receipt, but only to its original signer.
-        let earlier = match seen.in_group.get(&opened.event_id()) {
-            Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, opened.event_id()))),
+        let earlier = match seen.in_group.get(&id) {
+            Some(&i) => Some((start + i as u64, Slot::RepeatInGroup(i, id))),
             None => match seen.prior.as_ref().map_or_else(
-                || view.store.index_of_event(&opened.event_id()),
-                |p| Ok(p.get(&opened.event_id()).copied()),
+                || view.store.index_of_event(&id),
+                |p| Ok(p.get(&id).copied()),
             ) {
-                Ok(Some(index)) => Some((index, Slot::Duplicate(index, opened.event_id()))),
+                Ok(Some(index)) => Some((index, Slot::Duplicate(index, id))),
                 Ok(None) => None,
                 Err(e) => return Slot::Refused(e),
             },
@@ -643,14 +644,14 @@ impl Worker {
         }
         view.entries.insert(index, bytes.clone());
         let slot = new.len();
-        seen.in_group.insert(opened.event_id(), slot);
+        seen.in_group.insert(id, slot);
         new.push(NewEntry {
             bytes,
-            event_id: opened.event_id(),
+            event_id: id,
             case: effects.case,
             actor: effects.actor,
         });
-        Slot::New(slot, opened.event_id())
+        Slot::New(slot, id)
     }
 }
 
