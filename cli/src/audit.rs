@@ -51,16 +51,16 @@ pub struct Summary {
 /// equation of up to 16 × 256 = 4,096, which costs less per signature than fewer
 /// (the multiscalar multiplication takes wider windows: 2.9 µs per signature at
 /// 4,096 against 3.5 at 1,024, `cargo bench -- one_key`). A bad signature costs its
-/// group a check of each of its signatures alone (~0.2 s), which an audit of an
-/// honest log never pays.
+/// group a check of each of its signatures alone (an estimated ~0.2 s at ~50 µs
+/// each), which an audit of an honest log never pays.
 const TILES_PER_CHECK: u64 = 16;
 
 /// Tiles fetched ahead of the ones being verified, shared out among the verifying
 /// threads a group of [`TILES_PER_CHECK`] at a time. With at most [`MAX_VERIFIERS`]
 /// threads, each holding a group queued, a group it checks and a group checked, the
 /// audit holds at most 3 × 16 × 4 = 192 tiles (bundle and opened envelopes) at
-/// once, however many cores the machine has (on 2 cores it peaked at 35-36 MB in
-/// all, 29 MB with groups of 4 tiles).
+/// once, however many cores the machine has (on 2 cores the audit of a 1M-entry log
+/// peaked at 72-86 MB in all, 29-36 MB with groups of 4 tiles).
 const QUEUED_TILES: usize = TILES_PER_CHECK as usize;
 
 /// Verifying threads at most (one per core up to this).

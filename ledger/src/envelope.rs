@@ -76,7 +76,8 @@ pub struct Opened {
     pub signer: KeyId,
     pub event: Event,
     /// Hashed when first asked for: an audit never asks (BLAKE3 of every payload
-    /// was ~2.5% of its instructions), the sequencer always does.
+    /// was ~2.5% of its instructions); the node's verifier threads ask before the
+    /// sequencer does, so the serial thread does not hash.
     event_id: std::sync::OnceLock<EventId>,
 }
 

@@ -66,12 +66,10 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// appended, answered as duplicates and refused since the last line, and the tree
 /// size. Runs until the runtime stops.
 pub async fn summarise(s: Shared) {
-    let counts = |s: &Shared| {
-        (
-            s.stats.appended.load(Relaxed),
-            s.stats.duplicates.load(Relaxed),
-            s.metrics.refused_total(),
-        )
+    let counts = |s: &Shared| Counts {
+        appended: s.stats.appended.load(Relaxed),
+        duplicates: s.stats.duplicates.load(Relaxed),
+        refused: s.metrics.refused_total(),
     };
     let mut last = counts(&s);
     let mut tick = tokio::time::interval(SUMMARY_EVERY);
@@ -80,16 +78,56 @@ pub async fn summarise(s: Shared) {
     loop {
         tick.tick().await;
         let now = counts(&s);
-        if now != last {
+        if let Some(d) = now.since(last) {
             tracing::info!(
-                appended = now.0 - last.0,
-                duplicates = now.1 - last.1,
-                refused = now.2 - last.2,
+                appended = d.appended,
+                duplicates = d.duplicates,
+                refused = d.refused,
                 tree_size = s.store.size(),
                 "appends in the last {} s",
                 SUMMARY_EVERY.as_secs()
             );
         }
         last = now;
+    }
+}
+
+/// Submitted events so far, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    appended: u64,
+    duplicates: u64,
+    refused: u64,
+}
+
+impl Counts {
+    /// What happened since `earlier`, or None if nothing did (no line is written).
+    fn since(self, earlier: Counts) -> Option<Counts> {
+        (self != earlier).then(|| Counts {
+            appended: self.appended.saturating_sub(earlier.appended),
+            duplicates: self.duplicates.saturating_sub(earlier.duplicates),
+            refused: self.refused.saturating_sub(earlier.refused),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    fn c(appended: u64, duplicates: u64, refused: u64) -> Counts {
+        Counts {
+            appended,
+            duplicates,
+            refused,
+        }
+    }
+
+    /// A quiet minute writes no line; a busy one reports each outcome's increase.
+    #[test]
+    fn a_summary_reports_what_changed_and_only_then() {
+        assert_eq!(c(10, 2, 1).since(c(10, 2, 1)), None);
+        assert_eq!(c(1_010, 5, 1).since(c(10, 2, 1)), Some(c(1_000, 3, 0)));
+        assert_eq!(c(10, 2, 4).since(c(10, 2, 1)), Some(c(0, 0, 3)));
     }
 }
