@@ -15,7 +15,10 @@
 //! The limit is raw Ed25519 verification on every core of this machine, one
 //! signature at a time (`verify_strict`) and in batches (`verify_batch`, the limit
 //! the node's own batched checks under `ledger::sig` approach); every throughput is
-//! also printed as a ratio to both. It is measured here, on the client's machine: when the node runs on
+//! also printed as a ratio to both. The batch rate is read again after the load (once
+//! the node is idle), and the report says when the two readings differ by more than
+//! 15%: the machine then changed speed during the run, and so did its limit.
+//! It is measured here, on the client's machine: when the node runs on
 //! the same machine (the usual benchmark set-up) it is the node's limit too, and the
 //! bench competes with the node for those cores, which it reports (its own CPU time).
 
@@ -88,7 +91,8 @@ pub struct Args {
     /// (GET /v1/proofs/inclusion?index=I&tree_size=S, S the checkpoint at the start).
     #[arg(long, value_name = "Q")]
     proofs: Option<u64>,
-    /// Seconds for each of the two Ed25519 limit measurements (0 skips them).
+    /// Seconds for each Ed25519 limit measurement: strict and batch before the load,
+    /// batch again after it (0 skips them).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     limit_secs: f64,
     /// Before measuring the limit, wait up to this many seconds for the node's storage
@@ -145,6 +149,12 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
         Some(q) => bench_proofs(client, &target, &log, &args, q)?,
         None => bench_appends(client, &target, &log, &args, &limit)?,
     };
+    // Read the limit again once the node has gone idle: a VM's cores can change
+    // speed mid-run, and a reading from before the load alone would not show it.
+    if args.limit_secs > 0.0 {
+        let settled = wait_for_idle_node(client, args.settle);
+        limit.after = Some(measure_batch_again(&limit, args.limit_secs, settled));
+    }
     report.limit = limit;
     report.same_machine = target.is_loopback();
     report.print(json);
@@ -169,7 +179,31 @@ struct Limit {
     /// The share of the machine's CPU time the hypervisor gave other guests while
     /// the limit was measured (Linux guests; None elsewhere).
     steal: Option<f64>,
+    /// The batch limit read again after the load.
+    after: Option<LimitAfter>,
 }
+
+/// The batch limit measured a second time, after the load and a wait for an idle node.
+#[derive(Debug, Default, Clone)]
+struct LimitAfter {
+    batch_per_sec: f64,
+    settled: Settled,
+    steal: Option<f64>,
+}
+
+impl Limit {
+    /// How far the reading after the load is from the one before, as a fraction of
+    /// the one before (+0.2: the machine verified 20% faster afterwards).
+    fn drift(&self) -> Option<f64> {
+        let after = self.after.as_ref()?;
+        (self.batch_per_sec > 0.0 && after.batch_per_sec > 0.0)
+            .then(|| after.batch_per_sec / self.batch_per_sec - 1.0)
+    }
+}
+
+/// Past this drift between the two readings the report says the machine changed
+/// speed during the run (this project's VMs moved ±15% between quiet runs).
+const DRIFT_WARNING: f64 = 0.15;
 
 /// The wait for an idle node before the limit is measured.
 #[derive(Debug, Default, Clone)]
@@ -271,7 +305,20 @@ fn measure_limit(secs: f64) -> Limit {
         return limit;
     }
     eprintln!("measuring the Ed25519 limit on {cores} cores ({secs} s strict, {secs} s batch)…");
-    // Messages of the size the node verifies: PAE of a scan event, 64 distinct signers.
+    let (msgs, sigs, vks) = limit_inputs();
+    let span = Duration::from_secs_f64(secs);
+    let times = CpuTimes::now();
+    limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
+        vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
+    });
+    limit.batch_per_sec = batch_rate(cores, span, &msgs, &sigs, &vks);
+    limit.steal = CpuTimes::steal_between(times, CpuTimes::now());
+    limit
+}
+
+/// The limit's messages: PAE of a scan event of the size the node verifies, signed
+/// by 64 distinct keys.
+fn limit_inputs() -> (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>) {
     let keys: Vec<SigningKey> = (0..64u8)
         .map(|i| SigningKey::from_bytes(&[i.wrapping_add(100); 32]))
         .collect();
@@ -283,19 +330,42 @@ fn measure_limit(secs: f64) -> Limit {
             )
         })
         .collect();
-    let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
-    let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
-    let span = Duration::from_secs_f64(secs);
-    let times = CpuTimes::now();
-    limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
-        vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
-    });
+    let sigs = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+    let vks = keys.iter().map(|k| k.verifying_key()).collect();
+    (msgs, sigs, vks)
+}
+
+/// `ed25519_dalek::verify_batch` of 64 signatures, one thread per core, for `span`.
+fn batch_rate(
+    cores: usize,
+    span: Duration,
+    msgs: &[Vec<u8>],
+    sigs: &[Signature],
+    vks: &[VerifyingKey],
+) -> f64 {
     let m: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-    limit.batch_per_sec = rate_on_all_cores(cores, span, 64, &|_| {
-        ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok()
-    });
-    limit.steal = CpuTimes::steal_between(times, CpuTimes::now());
-    limit
+    rate_on_all_cores(cores, span, 64, &|_| {
+        ed25519_dalek::verify_batch(&m, sigs, vks).is_ok()
+    })
+}
+
+/// The batch limit measured again, as before the load, after `settled`.
+fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfter {
+    eprintln!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
+    let (msgs, sigs, vks) = limit_inputs();
+    let times = CpuTimes::now();
+    let batch_per_sec = batch_rate(
+        before.cores,
+        Duration::from_secs_f64(secs),
+        &msgs,
+        &sigs,
+        &vks,
+    );
+    LimitAfter {
+        batch_per_sec,
+        settled,
+        steal: CpuTimes::steal_between(times, CpuTimes::now()),
+    }
 }
 
 /// The machine's CPU time so far (`/proc/stat`, in ticks): all of it, and what the
@@ -1360,6 +1430,13 @@ impl Report {
                 "waited_for_idle_node_secs": (self.limit.settled.seconds * 10.0).round() / 10.0,
                 "node_background_jobs_left": self.limit.settled.jobs_left,
                 "node_seen_idle": self.limit.settled.idle,
+                "after_load": self.limit.after.as_ref().map(|a| json!({
+                    "ed25519_verify_batch_per_sec": a.batch_per_sec.round(),
+                    "waited_for_idle_node_secs": (a.settled.seconds * 10.0).round() / 10.0,
+                    "node_seen_idle": a.settled.idle,
+                    "steal_share": a.steal.map(|x| (x * 1e3).round() / 1e3),
+                })),
+                "drift": self.limit.drift().map(|x| (x * 1e3).round() / 1e3),
             },
             unit: {
                 "planned": self.planned,
@@ -1370,6 +1447,7 @@ impl Report {
                 "per_sec": rate.round(),
                 "ratio_to_ed25519_verify_strict": ratio(rate, self.limit.strict_per_sec),
                 "ratio_to_ed25519_verify_batch": ratio(rate, self.limit.batch_per_sec),
+                "ratio_to_ed25519_verify_batch_after_load": self.limit.after.as_ref().and_then(|a| ratio(rate, a.batch_per_sec)),
             },
             "requests": {
                 "count": d.requests,
@@ -1478,6 +1556,22 @@ impl Report {
             thousands(rate),
             vs(rate)
         );
+        if let (Some(after), Some(drift)) = (&l.after, l.drift()) {
+            s += &format!(
+                "limit after the load: verify_batch {}/s ({:+.0}% from before{}){}\n",
+                thousands(after.batch_per_sec),
+                drift * 100.0,
+                ratio(rate, after.batch_per_sec)
+                    .map(|r| format!("; throughput {r:.2}× of it"))
+                    .unwrap_or_default(),
+                if drift.abs() > DRIFT_WARNING {
+                    ": the machine changed speed during the run, so its ratios lie \
+                     between the two readings"
+                } else {
+                    ""
+                }
+            );
+        }
         if self.mode == "batch" {
             let rps = d.requests as f64 / d.seconds.max(1e-9);
             s += &format!("requests: {} ({} req/s)\n", d.requests, thousands(rps));
@@ -1640,6 +1734,24 @@ mod tests {
         );
         // An older node without them: no usage, not zeros.
         assert_eq!(NodeUsage::parse("custody_tree_size 5\n"), None);
+    }
+
+    #[test]
+    fn drift_is_the_change_between_the_two_limit_readings() {
+        let mut l = Limit {
+            batch_per_sec: 100_000.0,
+            ..Limit::default()
+        };
+        assert_eq!(l.drift(), None, "no second reading, no drift");
+        l.after = Some(LimitAfter {
+            batch_per_sec: 80_000.0,
+            ..LimitAfter::default()
+        });
+        let d = l.drift().unwrap();
+        assert!((d + 0.2).abs() < 1e-12, "{d}");
+        assert!(d.abs() > DRIFT_WARNING);
+        l.batch_per_sec = 0.0;
+        assert_eq!(l.drift(), None, "a limit not measured has no drift");
     }
 
     #[test]

@@ -81,6 +81,15 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         single["limit"]["node_background_jobs_left"].is_u64(),
         "the bench saw the node's custody_store_background_jobs: {single:#}"
     );
+    // The limit was read again after the load, and compared with the first reading.
+    let after = &single["limit"]["after_load"];
+    assert!(
+        after["ed25519_verify_batch_per_sec"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "the limit was measured again after the load: {single:#}"
+    );
+    assert!(single["limit"]["drift"].is_f64(), "{single:#}");
     // The node's own account of the load, read from /metrics before and after it:
     // it did work, and on this machine it is also put in units of a signature check.
     let usage = &single["node_usage"];
