@@ -250,6 +250,11 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
             // A Bloom filter over each memtable's keys (2% of its size, ~14 bits a
             // key): the de-duplication check of a new event, which almost always
             // misses, then skips the two memtables' skip lists.
+            // Random keys and small values: LZ4 saved ~11 B per entry (3% of the
+            // disk) and cost 17% of the compaction CPU (two fresh logs grown 0 -> 5M
+            // alternated: 17.8 against 21.6 s of RocksDB background CPU). Files
+            // written before keep their codec until compaction rewrites them.
+            f.set_compression_type(rocksdb::DBCompressionType::None);
             f.set_memtable_prefix_bloom_ratio(0.02);
             f.set_memtable_whole_key_filtering(true);
             f.set_level_zero_file_num_compaction_trigger(8);
