@@ -179,6 +179,9 @@ struct Limit {
     /// The share of the machine's CPU time the hypervisor gave other guests while
     /// the limit was measured (Linux guests; None elsewhere).
     steal: Option<f64>,
+    /// The share of the machine's CPU time other processes used meanwhile (the node
+    /// included; Linux).
+    others: Option<f64>,
     /// The batch limit read again after the load.
     after: Option<LimitAfter>,
 }
@@ -189,6 +192,7 @@ struct LimitAfter {
     batch_per_sec: f64,
     settled: Settled,
     steal: Option<f64>,
+    others: Option<f64>,
 }
 
 impl Limit {
@@ -198,6 +202,18 @@ impl Limit {
         let after = self.after.as_ref()?;
         (self.batch_per_sec > 0.0 && after.batch_per_sec > 0.0)
             .then(|| after.batch_per_sec / self.batch_per_sec - 1.0)
+    }
+}
+
+/// What the report says of other processes' CPU use while a limit was read: nothing
+/// below 5% of the machine.
+fn others_note(others: Option<f64>) -> String {
+    match others {
+        Some(x) if x >= 0.05 => format!(
+            " (other processes used {:.0}% of the machine meanwhile, so it reads low)",
+            x * 100.0
+        ),
+        _ => String::new(),
     }
 }
 
@@ -307,12 +323,12 @@ fn measure_limit(secs: f64) -> Limit {
     eprintln!("measuring the Ed25519 limit on {cores} cores ({secs} s strict, {secs} s batch)…");
     let (msgs, sigs, vks) = limit_inputs();
     let span = Duration::from_secs_f64(secs);
-    let times = CpuTimes::now();
+    let window = Window::open();
     limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
         vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
     });
     limit.batch_per_sec = batch_rate(cores, span, &msgs, &sigs, &vks);
-    limit.steal = CpuTimes::steal_between(times, CpuTimes::now());
+    (limit.steal, limit.others) = window.close();
     limit
 }
 
@@ -353,7 +369,7 @@ fn batch_rate(
 fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfter {
     eprintln!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
     let (msgs, sigs, vks) = limit_inputs();
-    let times = CpuTimes::now();
+    let window = Window::open();
     let batch_per_sec = batch_rate(
         before.cores,
         Duration::from_secs_f64(secs),
@@ -361,10 +377,12 @@ fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfte
         &sigs,
         &vks,
     );
+    let (steal, others) = window.close();
     LimitAfter {
         batch_per_sec,
         settled,
-        steal: CpuTimes::steal_between(times, CpuTimes::now()),
+        steal,
+        others,
     }
 }
 
@@ -375,6 +393,8 @@ fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfte
 struct CpuTimes {
     total: u64,
     steal: u64,
+    /// user + nice + system + irq + softirq: time some process (or the kernel) ran.
+    busy: u64,
 }
 
 impl CpuTimes {
@@ -393,7 +413,17 @@ impl CpuTimes {
         Some(CpuTimes {
             total: f.iter().take(8).sum(),
             steal: *f.get(7)?,
+            busy: f[0] + f[1] + f[2] + f[5] + f[6],
         })
+    }
+
+    /// The share of CPU time that processes other than this one used between two
+    /// readings, given this process's own ticks in between.
+    fn others_between(a: Option<CpuTimes>, b: Option<CpuTimes>, own_ticks: f64) -> Option<f64> {
+        let (a, b) = (a?, b?);
+        let total = b.total.checked_sub(a.total).filter(|&t| t > 0)?;
+        let others = b.busy.saturating_sub(a.busy) as f64 - own_ticks;
+        Some((others / total as f64).clamp(0.0, 1.0))
     }
 
     /// The share of CPU time stolen between two readings.
@@ -401,6 +431,33 @@ impl CpuTimes {
         let (a, b) = (a?, b?);
         let total = b.total.checked_sub(a.total).filter(|&t| t > 0)?;
         Some(b.steal.saturating_sub(a.steal) as f64 / total as f64)
+    }
+}
+
+/// A stretch of time whose steal and CPU use by other processes are reported: a
+/// limit read while something else ran (a node still writing back, another job)
+/// reads low.
+struct Window {
+    times: Option<CpuTimes>,
+    own: Option<f64>,
+}
+
+impl Window {
+    fn open() -> Window {
+        Window {
+            times: CpuTimes::now(),
+            own: own_cpu_secs(),
+        }
+    }
+
+    /// (steal share, other processes' share) of the machine since `open`.
+    fn close(self) -> (Option<f64>, Option<f64>) {
+        let now = CpuTimes::now();
+        let own_ticks = own_cpu_secs().zip(self.own).map(|(b, a)| (b - a) * 100.0);
+        (
+            CpuTimes::steal_between(self.times, now),
+            own_ticks.and_then(|t| CpuTimes::others_between(self.times, now, t)),
+        )
     }
 }
 
@@ -1420,6 +1477,7 @@ impl Report {
                 "cores": self.limit.cores,
                 "cpu": self.limit.cpu,
                 "steal_share_during_limit": self.limit.steal.map(|x| (x * 1e3).round() / 1e3),
+                "others_share_during_limit": self.limit.others.map(|x| (x * 1e3).round() / 1e3),
                 "steal_share_during_load": d.steal.map(|x| (x * 1e3).round() / 1e3),
             },
             "limit": {
@@ -1435,6 +1493,7 @@ impl Report {
                     "waited_for_idle_node_secs": (a.settled.seconds * 10.0).round() / 10.0,
                     "node_seen_idle": a.settled.idle,
                     "steal_share": a.steal.map(|x| (x * 1e3).round() / 1e3),
+                    "others_share": a.others.map(|x| (x * 1e3).round() / 1e3),
                 })),
                 "drift": self.limit.drift().map(|x| (x * 1e3).round() / 1e3),
             },
@@ -1532,12 +1591,13 @@ impl Report {
         );
         if l.strict_per_sec > 0.0 {
             s += &format!(
-                "limit: Ed25519 verify_strict {}/s on {} cores ({}/s per core); verify_batch {}/s{}\n",
+                "limit: Ed25519 verify_strict {}/s on {} cores ({}/s per core); verify_batch {}/s{}{}\n",
                 thousands(l.strict_per_sec),
                 l.cores,
                 thousands(l.strict_per_sec / l.cores.max(1) as f64),
                 thousands(l.batch_per_sec),
-                l.settled.note()
+                l.settled.note(),
+                others_note(l.others)
             );
         } else {
             s += "limit: not measured (--limit-secs 0)\n";
@@ -1558,12 +1618,13 @@ impl Report {
         );
         if let (Some(after), Some(drift)) = (&l.after, l.drift()) {
             s += &format!(
-                "limit after the load: verify_batch {}/s ({:+.0}% from before{}){}\n",
+                "limit after the load: verify_batch {}/s ({:+.0}% from before{}){}{}\n",
                 thousands(after.batch_per_sec),
                 drift * 100.0,
                 ratio(rate, after.batch_per_sec)
                     .map(|r| format!("; throughput {r:.2}× of it"))
                     .unwrap_or_default(),
+                others_note(after.others),
                 if drift.abs() > DRIFT_WARNING {
                     ": the machine changed speed during the run, so its ratios lie \
                      between the two readings"
@@ -1757,11 +1818,26 @@ mod tests {
     #[test]
     fn steal_is_the_share_of_cpu_time_between_two_readings() {
         let a = CpuTimes::parse("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3\n").unwrap();
-        assert_eq!((a.total, a.steal), (1000, 40));
+        assert_eq!((a.total, a.steal, a.busy), (1000, 40, 150));
         let b = CpuTimes::parse("cpu  200 0 60 830 10 0 0 100 7 0\n").unwrap();
         assert_eq!(CpuTimes::steal_between(Some(a), Some(b)), Some(0.3));
         assert_eq!(CpuTimes::steal_between(Some(a), Some(a)), None);
         assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
+    }
+
+    #[test]
+    fn others_share_leaves_out_this_process() {
+        let a = CpuTimes::parse("cpu  100 0 50 800 10 0 0 40 0 0\n").unwrap();
+        // 200 more ticks, 150 of them busy (user 120, system 20, softirq 10).
+        let b = CpuTimes::parse("cpu  220 0 70 850 10 0 10 40 0 0\n").unwrap();
+        let share = |own| CpuTimes::others_between(Some(a), Some(b), own).unwrap();
+        assert!((share(100.0) - 0.25).abs() < 1e-12);
+        assert_eq!(share(150.0), 0.0);
+        // Ticks are sampled separately from /proc/self/stat: never below zero.
+        assert_eq!(share(170.0), 0.0);
+        assert_eq!(CpuTimes::others_between(Some(a), Some(a), 0.0), None);
+        assert_eq!(others_note(Some(0.04)), "");
+        assert!(others_note(Some(0.3)).contains("30%"));
     }
 
     #[test]

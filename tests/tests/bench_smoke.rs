@@ -90,6 +90,11 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         "the limit was measured again after the load: {single:#}"
     );
     assert!(single["limit"]["drift"].is_f64(), "{single:#}");
+    // And it says how busy the rest of the machine was meanwhile (Linux).
+    assert!(
+        single["machine"]["others_share_during_limit"].is_f64() && after["others_share"].is_f64(),
+        "{single:#}"
+    );
     // The node's own account of the load, read from /metrics before and after it:
     // it did work, and on this machine it is also put in units of a signature check.
     let usage = &single["node_usage"];
