@@ -191,7 +191,7 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // it all (2.2 s). Past 64 MiB RocksDB flushes the families that hold the oldest
     // file, so the replay after a crash stays about that size.
     o.set_max_total_wal_size(64 << 20);
-    // Every family: LZ4, memtables bounded (two per family), so that with the block
+    // Every family: LZ4 (but `ids` and `hashes`, below), memtables bounded (two per family), so that with the block
     // cache what RocksDB holds in memory is bounded whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
     // gain in appends or proofs: random proofs miss any cache of this size.)
@@ -247,14 +247,14 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         // 0.6-1.2 GB instead of 1.9-2.2 GB per 1.2M entries, for 16 MB more memory.
         (IDS, {
             let mut f = family(16 << 20, true);
-            // A Bloom filter over each memtable's keys (2% of its size, ~14 bits a
-            // key): the de-duplication check of a new event, which almost always
-            // misses, then skips the two memtables' skip lists.
             // Random keys and small values: LZ4 saved ~11 B per entry (3% of the
             // disk) and cost 17% of the compaction CPU (two fresh logs grown 0 -> 5M
             // alternated: 17.8 against 21.6 s of RocksDB background CPU). Files
             // written before keep their codec until compaction rewrites them.
             f.set_compression_type(rocksdb::DBCompressionType::None);
+            // A Bloom filter over each memtable's keys (2% of its size, ~14 bits a
+            // key): the de-duplication check of a new event, which almost always
+            // misses, then skips the two memtables' skip lists.
             f.set_memtable_prefix_bloom_ratio(0.02);
             f.set_memtable_whole_key_filtering(true);
             f.set_level_zero_file_num_compaction_trigger(8);
@@ -1701,18 +1701,17 @@ mod tests {
         assert_eq!(bundle(0, 7).unwrap(), expect(0..7));
         // The last of a tile (the scan ends early), then one in the middle (the scan
         // finds the next key instead).
-        store
-            .db
-            .delete_cf(store.entries_cf(), ku(b'e', 255))
-            .unwrap();
-        let e = bundle(0, 256).unwrap_err();
-        assert!(e.to_string().contains("entry 255 is missing"), "{e}");
-        store
-            .db
-            .delete_cf(store.entries_cf(), ku(b'e', 100))
-            .unwrap();
-        let e = bundle(0, 256).unwrap_err();
-        assert!(e.to_string().contains("entry 100 is missing"), "{e}");
+        for gone in [255, 100] {
+            store
+                .db
+                .delete_cf(store.entries_cf(), ku(b'e', gone))
+                .unwrap();
+            let e = bundle(0, 256).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("entry {gone} is missing")),
+                "{e}"
+            );
+        }
     }
 
     /// The `ids` family's filters and index live in its own block cache, which the
