@@ -16,7 +16,7 @@ use crate::envelope::Opened;
 use crate::error::{Code, LedgerError, Result};
 use crate::replay::{judge, LogView};
 use crate::roles::Actor;
-use crate::store::{CachedHashes, NewEntry, Store};
+use crate::store::{CachedHashes, GroupHashes, NewEntry, Store};
 use crate::tree;
 use crate::types::{CaseId, EventId, Index, KeyId};
 use chrono::{DateTime, Utc};
@@ -349,30 +349,41 @@ struct Worker {
     recent: Recent,
 }
 
-/// The store as seen by an event in the middle of a group: earlier events of the
-/// same group are visible.
-struct GroupView<'a> {
-    store: &'a Store,
-    entries: HashMap<Index, Vec<u8>>,
+/// What the events placed so far in a group changed: actors and cases.
+#[derive(Default)]
+struct GroupState {
     actors: HashMap<KeyId, Actor>,
     cases: HashMap<CaseId, CaseState>,
 }
 
+/// The store as seen by an event in the middle of a group: earlier events of the
+/// same group are visible. Their entries are read from the group's own list (no
+/// copy of each kept aside: one allocation and copy per event saved).
+struct GroupView<'a> {
+    store: &'a Store,
+    start: Index,
+    new: &'a [NewEntry],
+    state: &'a GroupState,
+}
+
 impl LogView for GroupView<'_> {
     fn entry_bytes(&self, index: Index) -> Result<Option<Vec<u8>>> {
-        match self.entries.get(&index) {
-            Some(b) => Ok(Some(b.clone())),
+        let placed = index
+            .checked_sub(self.start)
+            .and_then(|i| self.new.get(usize::try_from(i).ok()?));
+        match placed {
+            Some(e) => Ok(Some(e.bytes.clone())),
             None => self.store.entry_bytes(index),
         }
     }
     fn actor(&self, key: &KeyId) -> Result<Option<Actor>> {
-        match self.actors.get(key) {
+        match self.state.actors.get(key) {
             Some(a) => Ok(Some(a.clone())),
             None => self.store.actor(key),
         }
     }
     fn case(&self, id: &CaseId) -> Result<Option<CaseState>> {
-        match self.cases.get(id) {
+        match self.state.cases.get(id) {
             Some(c) => Ok(Some(c.clone())),
             None => self.store.case(id),
         }
@@ -406,7 +417,7 @@ struct Answer {
     cp: SignedCheckpoint,
     placed: Vec<crate::store::Placed>,
     /// The hashes the commit computed, most of what the receipts' proofs need.
-    hashes: HashMap<u64, tlog_tiles::Hash>,
+    hashes: GroupHashes,
     start: Index,
     logged_at: DateTime<Utc>,
 }
@@ -464,12 +475,7 @@ impl Worker {
         self.last_logged = Some(logged_at);
         let store = self.store.clone();
         let start = store.size();
-        let mut view = GroupView {
-            store: &store,
-            entries: HashMap::new(),
-            actors: HashMap::new(),
-            cases: HashMap::new(),
-        };
+        let mut state = GroupState::default();
         let mut new: Vec<NewEntry> = Vec::new();
         // Which events the log already holds: from the submitters' own lookups where
         // they are recent enough (plus what this thread committed since), and for the
@@ -512,13 +518,13 @@ impl Worker {
         for job in jobs {
             let mut js = Vec::with_capacity(job.items.len());
             for item in job.items {
-                js.push(self.place(item, start, logged_at, &mut view, &mut new, &mut seen));
+                js.push(self.place(item, start, logged_at, &mut state, &mut new, &mut seen));
             }
             slots.push(js);
             replies.push(job.reply);
         }
         let mut placed = Vec::new();
-        let mut hashes = HashMap::new();
+        let mut hashes = GroupHashes::default();
         let committed: Result<Option<SignedCheckpoint>> = if new.is_empty() {
             Ok(None)
         } else {
@@ -570,7 +576,7 @@ impl Worker {
         item: Result<Opened>,
         start: Index,
         logged_at: DateTime<Utc>,
-        view: &mut GroupView<'_>,
+        state: &mut GroupState,
         new: &mut Vec<NewEntry>,
         seen: &mut Seen,
     ) -> Slot {
@@ -579,6 +585,12 @@ impl Worker {
             Err(e) => return Slot::Refused(e),
         };
         let id = opened.event_id();
+        let view = GroupView {
+            store: &self.store,
+            start,
+            new: new.as_slice(),
+            state: &*state,
+        };
         // The same payload again is the same event: answer with the original
         // receipt, but only to its original signer.
         let earlier = match seen.in_group.get(&id) {
@@ -618,7 +630,7 @@ impl Worker {
             };
         }
         let index = start + new.len() as u64;
-        let effects = match judge(&*view, index, logged_at, &opened, &self.config.rules) {
+        let effects = match judge(&view, index, logged_at, &opened, &self.config.rules) {
             Ok(e) => e,
             Err(e) => return Slot::Refused(e),
         };
@@ -637,12 +649,11 @@ impl Worker {
             );
         }
         if let Some(a) = &effects.actor {
-            view.actors.insert(a.key, a.clone());
+            state.actors.insert(a.key, a.clone());
         }
         if let Some(c) = &effects.case {
-            view.cases.insert(c.id.clone(), c.clone());
+            state.cases.insert(c.id.clone(), c.clone());
         }
-        view.entries.insert(index, bytes.clone());
         let slot = new.len();
         seen.in_group.insert(id, slot);
         new.push(NewEntry {
