@@ -33,12 +33,11 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 /// Writes the leaf bytes for an envelope received at `logged_at`. The one place
 /// entry bytes are produced.
 pub fn encode(logged_at: DateTime<Utc>, envelope: &Envelope) -> Vec<u8> {
-    let env = envelope.to_json();
-    let mut out = Vec::with_capacity(env.len() + 48);
+    let mut out = Vec::with_capacity(envelope.json_len() + 48);
     out.extend_from_slice(b"{\"logged_at\":\"");
     out.extend_from_slice(format_time(logged_at).as_bytes());
     out.extend_from_slice(b"\",\"envelope\":");
-    out.extend_from_slice(&env);
+    envelope.write_json(&mut out);
     out.push(b'}');
     out
 }

@@ -122,8 +122,59 @@ impl Envelope {
 
     /// Compact JSON, as it is written into an entry.
     pub fn to_json(&self) -> Vec<u8> {
-        // Infallible: plain strings only.
-        serde_json::to_vec(self).expect("envelope serialises")
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends [`Envelope::to_json`] to `out`, with room made for it first (grown
+    /// by doubling from serde's default, the buffer was reallocated about three
+    /// times per entry). Strings that need no escaping (base64, hex and the payload
+    /// type: those of every envelope that opened) are copied as they are; serde's
+    /// escaping looked at them a byte at a time, ~2% of a batch's instructions.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(self.json_len());
+        let string = |out: &mut Vec<u8>, s: &str| {
+            // No early exit, so that the compiler checks many bytes at a time.
+            let plain = s
+                .bytes()
+                .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+            if plain {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else {
+                // Infallible: a string into a Vec.
+                serde_json::to_writer(&mut *out, s).expect("string serialises");
+            }
+        };
+        out.extend_from_slice(b"{\"payloadType\":");
+        string(out, &self.payload_type);
+        out.extend_from_slice(b",\"payload\":");
+        string(out, &self.payload);
+        out.extend_from_slice(b",\"signatures\":[");
+        for (i, sig) in self.signatures.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"keyid\":");
+            string(out, &sig.keyid);
+            out.extend_from_slice(b",\"sig\":");
+            string(out, &sig.sig);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    /// About the length of [`Envelope::to_json`]: enough room for it unless its
+    /// strings need escaping.
+    pub fn json_len(&self) -> usize {
+        let signatures = self
+            .signatures
+            .iter()
+            .map(|s| s.keyid.len() + s.sig.len() + 24)
+            .sum::<usize>();
+        self.payload_type.len() + self.payload.len() + signatures + 64
     }
 
     fn decode(&self) -> Result<Decoded> {
@@ -293,6 +344,34 @@ mod tests {
 
     fn payload() -> Vec<u8> {
         br#"{"kind":"withdrawal","case":"c-1","claimed_at":"2026-11-01T10:00:00Z","body":{"reason":"settled"}}"#.to_vec()
+    }
+
+    /// The hand-written JSON is serde's, byte for byte: for a signed envelope and for
+    /// strings that need escaping, with no signature or with two.
+    #[test]
+    fn written_json_equals_serde_json() {
+        let signed = Envelope::sign(&payload(), &key(1));
+        let odd = Envelope {
+            payload_type: "a \"quoted\" \\ type\n\u{1}\u{7f}é".into(),
+            payload: "line\tbreak\r".into(),
+            signatures: vec![
+                Signature {
+                    keyid: "k\\".into(),
+                    sig: String::new(),
+                },
+                signed.signatures[0].clone(),
+            ],
+        };
+        let none = Envelope {
+            signatures: vec![],
+            ..signed.clone()
+        };
+        for e in [&signed, &odd, &none] {
+            assert_eq!(e.to_json(), serde_json::to_vec(e).unwrap(), "{e:?}");
+            let mut appended = b"prefix".to_vec();
+            e.write_json(&mut appended);
+            assert_eq!(&appended[6..], serde_json::to_vec(e).unwrap());
+        }
     }
 
     #[test]
