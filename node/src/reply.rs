@@ -6,14 +6,27 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// A 32-byte hash as a quoted lowercase hex string.
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [digits[b >> 4], digits[b & 15]];
+        b += 1;
+    }
+    t
+};
+
+/// A 32-byte hash as a quoted lowercase hex string. A byte at a time through a
+/// table, into one buffer: a receipt carries some twenty of these, and the `hex`
+/// crate's nibble-at-a-time encoding was ~1.6% of a batch's CPU.
 pub fn hex32(out: &mut Vec<u8>, bytes: &[u8; 32]) {
-    let mut buf = [0u8; 64];
-    // Infallible: 64 = 2 × 32.
-    hex::encode_to_slice(bytes, &mut buf).expect("hex buffer fits");
-    out.push(b'"');
+    let mut buf = [b'"'; 66];
+    for (pair, &b) in buf[1..65].chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    }
     out.extend_from_slice(&buf);
-    out.push(b'"');
 }
 
 /// A list of 32-byte hashes as a JSON array of hex strings.
@@ -36,4 +49,20 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table gives what the `hex` crate gives, for every byte value.
+    #[test]
+    fn hex32_is_quoted_lowercase_hex() {
+        for start in [0u8, 32, 64, 96, 128, 160, 192, 224] {
+            let bytes: [u8; 32] = std::array::from_fn(|i| start + i as u8);
+            let mut out = b"x".to_vec();
+            hex32(&mut out, &bytes);
+            assert_eq!(out, format!("x\"{}\"", hex::encode(bytes)).into_bytes());
+        }
+    }
 }
