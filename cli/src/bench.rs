@@ -144,7 +144,7 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
         Settled::default()
     };
     let mut limit = measure_limit(args.limit_secs);
-    limit.settled = settled;
+    limit.batch.settled = settled;
     let mut report = match args.proofs {
         Some(q) => bench_proofs(client, &target, &log, &args, q)?,
         None => bench_appends(client, &target, &log, &args, &limit)?,
@@ -172,8 +172,17 @@ struct Limit {
     seconds: f64,
     /// `verify_strict`, one signature at a time, all cores together.
     strict_per_sec: f64,
-    /// `ed25519_dalek::verify_batch` in batches of 64, all cores together.
-    batch_per_sec: f64,
+    /// `ed25519_dalek::verify_batch` in batches of 64, all cores together, read
+    /// before the load (its window also covers the strict reading).
+    batch: BatchReading,
+    /// The batch limit read again after the load.
+    after: Option<BatchReading>,
+}
+
+/// One reading of the batch limit, and what the machine was doing meanwhile.
+#[derive(Debug, Default, Clone)]
+struct BatchReading {
+    per_sec: f64,
     /// How long the bench waited for the node to go idle first.
     settled: Settled,
     /// The share of the machine's CPU time the hypervisor gave other guests while
@@ -182,26 +191,14 @@ struct Limit {
     /// The share of the machine's CPU time other processes used meanwhile (the node
     /// included; Linux).
     others: Option<f64>,
-    /// The batch limit read again after the load.
-    after: Option<LimitAfter>,
-}
-
-/// The batch limit measured a second time, after the load and a wait for an idle node.
-#[derive(Debug, Default, Clone)]
-struct LimitAfter {
-    batch_per_sec: f64,
-    settled: Settled,
-    steal: Option<f64>,
-    others: Option<f64>,
 }
 
 impl Limit {
     /// How far the reading after the load is from the one before, as a fraction of
     /// the one before (+0.2: the machine verified 20% faster afterwards).
     fn drift(&self) -> Option<f64> {
-        let after = self.after.as_ref()?;
-        (self.batch_per_sec > 0.0 && after.batch_per_sec > 0.0)
-            .then(|| after.batch_per_sec / self.batch_per_sec - 1.0)
+        let (before, after) = (self.batch.per_sec, self.after.as_ref()?.per_sec);
+        (before > 0.0 && after > 0.0).then(|| after / before - 1.0)
     }
 }
 
@@ -327,8 +324,8 @@ fn measure_limit(secs: f64) -> Limit {
     limit.strict_per_sec = rate_on_all_cores(cores, span, 1, &|i| {
         vks[i].verify_strict(&msgs[i], &sigs[i]).is_ok()
     });
-    limit.batch_per_sec = batch_rate(cores, span, &msgs, &sigs, &vks);
-    (limit.steal, limit.others) = window.close();
+    limit.batch.per_sec = batch_rate(cores, span, &msgs, &sigs, &vks);
+    (limit.batch.steal, limit.batch.others) = window.close();
     limit
 }
 
@@ -366,11 +363,11 @@ fn batch_rate(
 }
 
 /// The batch limit measured again, as before the load, after `settled`.
-fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfter {
+fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> BatchReading {
     eprintln!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
     let (msgs, sigs, vks) = limit_inputs();
     let window = Window::open();
-    let batch_per_sec = batch_rate(
+    let per_sec = batch_rate(
         before.cores,
         Duration::from_secs_f64(secs),
         &msgs,
@@ -378,8 +375,8 @@ fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> LimitAfte
         &vks,
     );
     let (steal, others) = window.close();
-    LimitAfter {
-        batch_per_sec,
+    BatchReading {
+        per_sec,
         settled,
         steal,
         others,
@@ -1434,11 +1431,11 @@ impl Report {
     /// node on this machine, whose cores the limit measured.
     fn cost_in_verifies(&self) -> Option<f64> {
         let l = &self.limit;
-        if !self.same_machine || l.batch_per_sec <= 0.0 {
+        if !self.same_machine || l.batch.per_sec <= 0.0 {
             return None;
         }
         let per_unit = self.per_unit_us(self.node_cpu()?.serving_secs)? / 1e6;
-        Some(per_unit / (l.cores.max(1) as f64 / l.batch_per_sec))
+        Some(per_unit / (l.cores.max(1) as f64 / l.batch.per_sec))
     }
 
     fn rate(&self) -> f64 {
@@ -1476,20 +1473,20 @@ impl Report {
             "machine": {
                 "cores": self.limit.cores,
                 "cpu": self.limit.cpu,
-                "steal_share_during_limit": self.limit.steal.map(|x| (x * 1e3).round() / 1e3),
-                "others_share_during_limit": self.limit.others.map(|x| (x * 1e3).round() / 1e3),
+                "steal_share_during_limit": self.limit.batch.steal.map(|x| (x * 1e3).round() / 1e3),
+                "others_share_during_limit": self.limit.batch.others.map(|x| (x * 1e3).round() / 1e3),
                 "steal_share_during_load": d.steal.map(|x| (x * 1e3).round() / 1e3),
             },
             "limit": {
                 "seconds": self.limit.seconds,
                 "ed25519_verify_strict_per_sec": self.limit.strict_per_sec.round(),
                 "ed25519_verify_strict_per_sec_per_core": (self.limit.strict_per_sec / self.limit.cores.max(1) as f64).round(),
-                "ed25519_verify_batch_per_sec": self.limit.batch_per_sec.round(),
-                "waited_for_idle_node_secs": (self.limit.settled.seconds * 10.0).round() / 10.0,
-                "node_background_jobs_left": self.limit.settled.jobs_left,
-                "node_seen_idle": self.limit.settled.idle,
+                "ed25519_verify_batch_per_sec": self.limit.batch.per_sec.round(),
+                "waited_for_idle_node_secs": (self.limit.batch.settled.seconds * 10.0).round() / 10.0,
+                "node_background_jobs_left": self.limit.batch.settled.jobs_left,
+                "node_seen_idle": self.limit.batch.settled.idle,
                 "after_load": self.limit.after.as_ref().map(|a| json!({
-                    "ed25519_verify_batch_per_sec": a.batch_per_sec.round(),
+                    "ed25519_verify_batch_per_sec": a.per_sec.round(),
                     "waited_for_idle_node_secs": (a.settled.seconds * 10.0).round() / 10.0,
                     "node_seen_idle": a.settled.idle,
                     "steal_share": a.steal.map(|x| (x * 1e3).round() / 1e3),
@@ -1505,8 +1502,8 @@ impl Report {
                 "seconds": (d.seconds * 1e3).round() / 1e3,
                 "per_sec": rate.round(),
                 "ratio_to_ed25519_verify_strict": ratio(rate, self.limit.strict_per_sec),
-                "ratio_to_ed25519_verify_batch": ratio(rate, self.limit.batch_per_sec),
-                "ratio_to_ed25519_verify_batch_after_load": self.limit.after.as_ref().and_then(|a| ratio(rate, a.batch_per_sec)),
+                "ratio_to_ed25519_verify_batch": ratio(rate, self.limit.batch.per_sec),
+                "ratio_to_ed25519_verify_batch_after_load": self.limit.after.as_ref().and_then(|a| ratio(rate, a.per_sec)),
             },
             "requests": {
                 "count": d.requests,
@@ -1556,7 +1553,7 @@ impl Report {
         let d = &self.drive;
         let l = &self.limit;
         let rate = self.rate();
-        let vs = |x: f64| match (ratio(x, l.strict_per_sec), ratio(x, l.batch_per_sec)) {
+        let vs = |x: f64| match (ratio(x, l.strict_per_sec), ratio(x, l.batch.per_sec)) {
             (Some(a), Some(b)) => format!(" = {a:.2}× strict verify, {b:.2}× batch verify"),
             _ => String::new(),
         };
@@ -1595,9 +1592,9 @@ impl Report {
                 thousands(l.strict_per_sec),
                 l.cores,
                 thousands(l.strict_per_sec / l.cores.max(1) as f64),
-                thousands(l.batch_per_sec),
-                l.settled.note(),
-                others_note(l.others)
+                thousands(l.batch.per_sec),
+                l.batch.settled.note(),
+                others_note(l.batch.others)
             );
         } else {
             s += "limit: not measured (--limit-secs 0)\n";
@@ -1619,9 +1616,9 @@ impl Report {
         if let (Some(after), Some(drift)) = (&l.after, l.drift()) {
             s += &format!(
                 "limit after the load: verify_batch {}/s ({:+.0}% from before{}){}{}\n",
-                thousands(after.batch_per_sec),
+                thousands(after.per_sec),
                 drift * 100.0,
-                ratio(rate, after.batch_per_sec)
+                ratio(rate, after.per_sec)
                     .map(|r| format!("; throughput {r:.2}× of it"))
                     .unwrap_or_default(),
                 others_note(after.others),
@@ -1683,13 +1680,14 @@ impl Report {
         }
         if let Some(load) = d.steal {
             let during_limit = l
+                .batch
                 .steal
                 .map(|x| format!(", {:.0}% while the limit was measured", x * 100.0))
                 .unwrap_or_default();
             s += &format!(
                 "CPU taken by the hypervisor (steal): {:.0}% of the machine during the load{during_limit}{}\n",
                 load * 100.0,
-                if load.max(l.steal.unwrap_or(0.0)) >= 0.05 {
+                if load.max(l.batch.steal.unwrap_or(0.0)) >= 0.05 {
                     ": other guests had these cores, so the rates read low"
                 } else {
                     ""
@@ -1800,18 +1798,21 @@ mod tests {
     #[test]
     fn drift_is_the_change_between_the_two_limit_readings() {
         let mut l = Limit {
-            batch_per_sec: 100_000.0,
+            batch: BatchReading {
+                per_sec: 100_000.0,
+                ..BatchReading::default()
+            },
             ..Limit::default()
         };
         assert_eq!(l.drift(), None, "no second reading, no drift");
-        l.after = Some(LimitAfter {
-            batch_per_sec: 80_000.0,
-            ..LimitAfter::default()
+        l.after = Some(BatchReading {
+            per_sec: 80_000.0,
+            ..BatchReading::default()
         });
         let d = l.drift().unwrap();
         assert!((d + 0.2).abs() < 1e-12, "{d}");
         assert!(d.abs() > DRIFT_WARNING);
-        l.batch_per_sec = 0.0;
+        l.batch.per_sec = 0.0;
         assert_eq!(l.drift(), None, "a limit not measured has no drift");
     }
 
