@@ -33,7 +33,9 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 /// Writes the leaf bytes for an envelope received at `logged_at`. The one place
 /// entry bytes are produced.
 pub fn encode(logged_at: DateTime<Utc>, envelope: &Envelope) -> Vec<u8> {
-    let mut out = Vec::with_capacity(envelope.json_len() + 48);
+    // 51 bytes before the envelope, its JSON (which `write_json` makes room for
+    // beyond what is already written), and the closing brace.
+    let mut out = Vec::with_capacity(51 + envelope.json_len() + 1);
     out.extend_from_slice(b"{\"logged_at\":\"");
     out.extend_from_slice(format_time(logged_at).as_bytes());
     out.extend_from_slice(b"\",\"envelope\":");

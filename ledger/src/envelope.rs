@@ -353,7 +353,7 @@ mod tests {
         let signed = Envelope::sign(&payload(), &key(1));
         let odd = Envelope {
             payload_type: "a \"quoted\" \\ type\n\u{1}\u{7f}é".into(),
-            payload: "line\tbreak\r".into(),
+            payload: "line\tbreak\r\u{1f} edge".into(),
             signatures: vec![
                 Signature {
                     keyid: "k\\".into(),

@@ -167,7 +167,8 @@ impl GroupHashes {
         }
     }
 
-    /// Records the hash at stored-hash index `i`.
+    /// Records the hash at stored-hash index `i`. An index kept aside and later
+    /// reached by the run is then found in the run, the later of the two.
     pub fn insert(&mut self, i: u64, h: Hash) {
         if i == self.base + self.new.len() as u64 {
             self.new.push(h);
@@ -179,14 +180,6 @@ impl GroupHashes {
         } else {
             self.old.insert(i, h);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.new.len() + self.old.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -1815,7 +1808,6 @@ mod tests {
     fn group_hashes_find_what_was_recorded() {
         let h = |n: u8| Hash([n; 32]);
         let mut g = GroupHashes::starting_at(100);
-        assert!(g.is_empty());
         assert_eq!(g.get(100), None);
         for i in 100..110 {
             g.insert(i, h(i as u8));
@@ -1824,12 +1816,15 @@ mod tests {
         g.insert(200, h(200)); // beyond the run: not the next one
         g.insert(105, h(55)); // again, within the run
         g.insert(110, h(110)); // the next one
-        assert_eq!(g.len(), 13);
-        for i in (100..105).chain(106..111).chain([7, 200]) {
+        g.insert(112, h(99)); // beyond the run, which then reaches it
+        g.insert(111, h(111));
+        g.insert(112, h(112));
+        assert_eq!(g.new.len(), 13, "the run takes every next index");
+        for i in (100..105).chain(106..113).chain([7, 200]) {
             assert_eq!(g.get(i), Some(h(i as u8)), "index {i}");
         }
         assert_eq!(g.get(105), Some(h(55)));
-        for absent in [0, 6, 8, 99, 111, 199, 201, u64::MAX] {
+        for absent in [0, 6, 8, 99, 113, 199, 201, u64::MAX] {
             assert_eq!(g.get(absent), None, "index {absent}");
         }
     }
@@ -1927,8 +1922,21 @@ mod tests {
         let store = new_store(dir.path(), "custody.test/upper");
         let mut n = store.size();
         for group in [1u64, 254, 1, 300, 77, 1024, 2, 513, 3000] {
-            store.commit(synthetic(n, group)).unwrap();
+            let committed = store.commit(synthetic(n, group)).unwrap();
             n += group;
+            // The hashes the group computed are its run, so only the older ones
+            // it read (a few per level) are kept aside.
+            let g = &committed.hashes;
+            assert_eq!(g.base, tlog_tiles::stored_hash_index(0, n - group));
+            assert_eq!(
+                g.new.len() as u64,
+                tlog_tiles::stored_hash_count(n) - g.base
+            );
+            assert!(
+                g.old.len() <= 2 * 64,
+                "{} older hashes kept aside",
+                g.old.len()
+            );
         }
         let check = |s: &Store| {
             let size = s.size();

@@ -346,7 +346,15 @@ mod tests {
         let mut other = r.clone();
         other.checkpoint = "custody.test/e2e\n1001\nzz9x\n\n— custody.test/e2e \"sig2\"\n".into();
         other.logged_at = "2026-11-23T07:00:01.000Z".into();
-        for (r, duplicate) in [(&r, false), (&r, true), (&other, false), (&r, false)] {
+        let mut later = r.clone();
+        later.logged_at = "2026-11-23T07:00:02.000Z".into();
+        for (r, duplicate) in [
+            (&r, false),
+            (&r, true),
+            (&other, false),
+            (&r, false),
+            (&later, false),
+        ] {
             let mut want = serde_json::to_value(r).unwrap();
             want.as_object_mut()
                 .unwrap()
@@ -361,5 +369,18 @@ mod tests {
         writer.write(&mut got, &empty, false);
         let v: Value = serde_json::from_slice(&got).unwrap();
         assert_eq!(v["inclusion_proof"], json!([]));
+        // Empty strings, first thing a new writer sees: still written as strings.
+        let blank = Receipt {
+            checkpoint: String::new(),
+            logged_at: String::new(),
+            ..r.clone()
+        };
+        let mut got = Vec::new();
+        ReceiptWriter::default().write(&mut got, &blank, false);
+        let v: Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(
+            (v["checkpoint"].as_str(), v["logged_at"].as_str()),
+            (Some(""), Some(""))
+        );
     }
 }
