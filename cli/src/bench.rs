@@ -153,7 +153,7 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
     // speed mid-run, and a reading from before the load alone would not show it.
     if args.limit_secs > 0.0 {
         let settled = wait_for_idle_node(client, args.settle);
-        limit.after = Some(measure_batch_again(&limit, args.limit_secs, settled));
+        limit.after = Some(measure_batch_again(limit.cores, args.limit_secs, settled));
     }
     report.limit = limit;
     report.same_machine = target.is_loopback();
@@ -363,17 +363,11 @@ fn batch_rate(
 }
 
 /// The batch limit measured again, as before the load, after `settled`.
-fn measure_batch_again(before: &Limit, secs: f64, settled: Settled) -> BatchReading {
+fn measure_batch_again(cores: usize, secs: f64, settled: Settled) -> BatchReading {
     eprintln!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
     let (msgs, sigs, vks) = limit_inputs();
     let window = Window::open();
-    let per_sec = batch_rate(
-        before.cores,
-        Duration::from_secs_f64(secs),
-        &msgs,
-        &sigs,
-        &vks,
-    );
+    let per_sec = batch_rate(cores, Duration::from_secs_f64(secs), &msgs, &sigs, &vks);
     let (steal, others) = window.close();
     BatchReading {
         per_sec,

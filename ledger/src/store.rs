@@ -186,7 +186,7 @@ impl GroupHashes {
 /// Hashes stored-hash indexes (our own numbers, not a client's, so no keyed hash is
 /// needed against collisions chosen on purpose): one multiplication.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct IndexHasher(u64);
+struct IndexHasher(u64);
 
 impl std::hash::Hasher for IndexHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -204,7 +204,7 @@ impl std::hash::Hasher for IndexHasher {
     }
 }
 
-pub type BuildIndexHasher = std::hash::BuildHasherDefault<IndexHasher>;
+type BuildIndexHasher = std::hash::BuildHasherDefault<IndexHasher>;
 
 /// A committed entry's place in the tree.
 #[derive(Debug, Clone, Copy)]
@@ -259,8 +259,9 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // it all (2.2 s). Past 64 MiB RocksDB flushes the families that hold the oldest
     // file, so the replay after a crash stays about that size.
     o.set_max_total_wal_size(64 << 20);
-    // Every family: LZ4 (but `ids` and `hashes`, below), memtables bounded (two per family), so that with the block
-    // cache what RocksDB holds in memory is bounded whatever the log's size. (32 MiB
+    // Every family: LZ4 (but `ids` and `hashes`, below), memtables bounded (two per
+    // family), so that with the block cache what RocksDB holds in memory is bounded
+    // whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
     // gain in appends or proofs: random proofs miss any cache of this size.)
     let family = |memtable: usize, bloom: bool| {

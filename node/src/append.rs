@@ -16,6 +16,7 @@ use ledger::{Code, LedgerError};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::io::Write;
 
 /// Writes receipts as answered: the ledger's receipt plus `duplicate`, keys in
 /// alphabetical order. Written straight to bytes: replies to a batch of a thousand
@@ -37,14 +38,12 @@ fn remember_escaped(text: &mut String, json: &mut Vec<u8>, s: &str) {
         text.clear();
         text.push_str(s);
         json.clear();
-        // Infallible: writing a string into a Vec.
-        serde_json::to_writer(&mut *json, s).expect("string");
+        envelope::write_json_string(json, s);
     }
 }
 
 impl ReceiptWriter {
     fn write(&mut self, out: &mut Vec<u8>, r: &Receipt, duplicate: bool) {
-        use std::io::Write;
         remember_escaped(
             &mut self.checkpoint,
             &mut self.checkpoint_json,
@@ -224,11 +223,7 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
                 body.extend_from_slice(b"{\"receipt\":");
                 receipts.write(&mut body, &r, duplicate);
                 // Infallible: writing into a Vec.
-                std::io::Write::write_fmt(
-                    &mut body,
-                    format_args!(",\"status\":{}}}", status_of(duplicate).as_u16()),
-                )
-                .expect("vec write");
+                write!(body, ",\"status\":{}}}", status_of(duplicate).as_u16()).expect("vec write");
             }
             Err(e) => {
                 let p = refuse(&state, Problem::from(e));
