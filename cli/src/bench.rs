@@ -384,6 +384,8 @@ fn measure_batch_again(cores: usize, secs: f64, settled: Settled) -> BatchReadin
 struct CpuTimes {
     total: u64,
     steal: u64,
+    /// Idle time with a disk read or write outstanding.
+    iowait: u64,
     /// user + nice + system + irq + softirq: time some process (or the kernel) ran.
     busy: u64,
 }
@@ -404,6 +406,7 @@ impl CpuTimes {
         Some(CpuTimes {
             total: f.iter().take(8).sum(),
             steal: *f.get(7)?,
+            iowait: f[4],
             busy: f[0] + f[1] + f[2] + f[5] + f[6],
         })
     }
@@ -419,9 +422,22 @@ impl CpuTimes {
 
     /// The share of CPU time stolen between two readings.
     fn steal_between(a: Option<CpuTimes>, b: Option<CpuTimes>) -> Option<f64> {
+        CpuTimes::share_between(a, b, |t| t.steal)
+    }
+
+    /// The share of CPU time spent idle waiting for the disk between two readings.
+    fn iowait_between(a: Option<CpuTimes>, b: Option<CpuTimes>) -> Option<f64> {
+        CpuTimes::share_between(a, b, |t| t.iowait)
+    }
+
+    fn share_between(
+        a: Option<CpuTimes>,
+        b: Option<CpuTimes>,
+        field: fn(&CpuTimes) -> u64,
+    ) -> Option<f64> {
         let (a, b) = (a?, b?);
         let total = b.total.checked_sub(a.total).filter(|&t| t > 0)?;
-        Some(b.steal.saturating_sub(a.steal) as f64 / total as f64)
+        Some(field(&b).saturating_sub(field(&a)) as f64 / total as f64)
     }
 }
 
@@ -504,12 +520,15 @@ fn own_cpu_secs() -> Option<f64> {
 }
 
 /// What the node reports of its own process on `/metrics` (Linux nodes).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct NodeUsage {
     cpu_secs: f64,
     rocksdb_background_cpu_secs: f64,
     resident_bytes: f64,
     peak_resident_bytes: f64,
+    /// `custody_commit_seconds`: (upper bound in seconds, commits at most that
+    /// long so far), in the node's order; empty if the node does not report it.
+    commits: Vec<(f64, u64)>,
 }
 
 impl NodeUsage {
@@ -530,7 +549,81 @@ impl NodeUsage {
             rocksdb_background_cpu_secs: value("custody_rocksdb_background_cpu_seconds_total")?,
             resident_bytes: value("process_resident_memory_bytes")?,
             peak_resident_bytes: value("custody_process_peak_resident_bytes")?,
+            commits: text
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("custody_commit_seconds_bucket{le=\"")?;
+                    let (le, n) = rest.split_once("\"} ")?;
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    };
+                    Some((le, n.trim().parse().ok()?))
+                })
+                .collect(),
         })
+    }
+}
+
+/// The node's group commits during a run (judge, synced write, sign), from the
+/// difference of its cumulative histogram: each figure is the upper bound of the
+/// histogram bucket it falls in. A commit holds up every request of its group and
+/// of those queued behind it, so slow ones (a disk slow to sync) show up in the
+/// requests' tail latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Commits {
+    groups: u64,
+    p50_at_most_secs: f64,
+    p99_at_most_secs: f64,
+    max_at_most_secs: f64,
+}
+
+impl Commits {
+    fn between(a: &NodeUsage, b: &NodeUsage) -> Option<Commits> {
+        if a.commits.len() != b.commits.len()
+            || a.commits.iter().zip(&b.commits).any(|(x, y)| x.0 != y.0)
+        {
+            return None;
+        }
+        let cumulative: Vec<(f64, u64)> = a
+            .commits
+            .iter()
+            .zip(&b.commits)
+            .map(|(x, y)| (x.0, y.1.saturating_sub(x.1)))
+            .collect();
+        let groups = cumulative.last()?.1;
+        if groups == 0 {
+            return None;
+        }
+        let at = |q: f64| {
+            let rank = (q * groups as f64).ceil().max(1.0) as u64;
+            cumulative
+                .iter()
+                .find(|(_, n)| *n >= rank)
+                .map_or(f64::INFINITY, |(le, _)| *le)
+        };
+        Some(Commits {
+            groups,
+            p50_at_most_secs: at(0.5),
+            p99_at_most_secs: at(0.99),
+            max_at_most_secs: at(1.0),
+        })
+    }
+}
+
+/// A bucket bound in milliseconds for JSON: None for the last, unbounded bucket.
+fn bound_ms(secs: f64) -> Option<f64> {
+    secs.is_finite().then(|| (secs * 1e6).round() / 1e3)
+}
+
+/// A bucket bound for people: "≤ 2 ms", or "> 1000 ms" for the unbounded bucket
+/// (`last`: the largest finite bound).
+fn bound_human(secs: f64, last: f64) -> String {
+    if secs.is_finite() {
+        format!("≤ {}", human(Duration::from_secs_f64(secs)))
+    } else {
+        format!("> {}", human(Duration::from_secs_f64(last)))
     }
 }
 
@@ -1133,6 +1226,8 @@ struct Drive {
     node: Option<(NodeUsage, NodeUsage)>,
     /// The share of CPU time the hypervisor took during the load.
     steal: Option<f64>,
+    /// The share of CPU time spent idle waiting for the disk during the load.
+    iowait: Option<f64>,
 }
 
 /// Sends every job's request and hands each good answer to `handle`: from one
@@ -1236,7 +1331,9 @@ where
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let steal = CpuTimes::steal_between(times0, CpuTimes::now());
+    let times1 = CpuTimes::now();
+    let steal = CpuTimes::steal_between(times0, times1);
+    let iowait = CpuTimes::iowait_between(times0, times1);
     let node = node0.zip(NodeUsage::read(client));
     let mut d = Drive {
         seconds,
@@ -1251,6 +1348,7 @@ where
         client_cpu_secs,
         node,
         steal,
+        iowait,
     };
     if !looped && workers.len() < c {
         *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
@@ -1404,7 +1502,7 @@ impl Report {
 
     /// The node's CPU over the load, if it reported its usage before and after.
     fn node_cpu(&self) -> Option<NodeCpu> {
-        let (a, b) = self.drive.node?;
+        let (a, b) = self.drive.node.as_ref()?;
         let all = (b.cpu_secs - a.cpu_secs).max(0.0);
         let background =
             (b.rocksdb_background_cpu_secs - a.rocksdb_background_cpu_secs).clamp(0.0, all);
@@ -1412,6 +1510,13 @@ impl Report {
             serving_secs: all - background,
             background_secs: background,
         })
+    }
+
+    /// The node's group commits during the load, if it reported them before and
+    /// after (none for proofs, which commit nothing).
+    fn commits(&self) -> Option<Commits> {
+        let (a, b) = self.drive.node.as_ref()?;
+        Commits::between(a, b)
     }
 
     /// Microseconds of `secs` per event or proof answered.
@@ -1470,6 +1575,7 @@ impl Report {
                 "steal_share_during_limit": self.limit.batch.steal.map(|x| (x * 1e3).round() / 1e3),
                 "others_share_during_limit": self.limit.batch.others.map(|x| (x * 1e3).round() / 1e3),
                 "steal_share_during_load": d.steal.map(|x| (x * 1e3).round() / 1e3),
+                "iowait_share_during_load": d.iowait.map(|x| (x * 1e3).round() / 1e3),
             },
             "limit": {
                 "seconds": self.limit.seconds,
@@ -1514,7 +1620,15 @@ impl Report {
             },
             "client_cpu_seconds": d.client_cpu_secs.map(|s| (s * 100.0).round() / 100.0),
         });
-        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), d.node) {
+        if let Some(c) = self.commits() {
+            out["node_commits"] = json!({
+                "groups": c.groups,
+                "p50_ms_at_most": bound_ms(c.p50_at_most_secs),
+                "p99_ms_at_most": bound_ms(c.p99_at_most_secs),
+                "max_ms_at_most": bound_ms(c.max_at_most_secs),
+            });
+        }
+        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {
             let unit = self.unit();
             let round = |x: Option<f64>, k: f64| x.map(|v| (v * k).round() / k);
             out["node_usage"] = json!({
@@ -1688,7 +1802,34 @@ impl Report {
                 }
             );
         }
-        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), d.node) {
+        if let Some(io) = d.iowait {
+            s += &format!(
+                "I/O wait: {:.0}% of the machine during the load{}\n",
+                io * 100.0,
+                if io >= 0.05 {
+                    ": cores sat idle waiting for the disk, so its latency, not the CPU, \
+                     held up part of the run"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let (Some(c), Some((_, after))) = (self.commits(), &d.node) {
+            let last = after
+                .commits
+                .iter()
+                .map(|(le, _)| *le)
+                .filter(|le| le.is_finite())
+                .fold(0.0, f64::max);
+            s += &format!(
+                "node commits (judge, synced write, sign): {} groups, p50 {}  p99 {}  max {}\n",
+                thousands(c.groups as f64),
+                bound_human(c.p50_at_most_secs, last),
+                bound_human(c.p99_at_most_secs, last),
+                bound_human(c.max_at_most_secs, last)
+            );
+        }
+        if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {
             let unit = self.unit();
             let us = |secs| {
                 self.per_unit_us(secs)
@@ -1783,10 +1924,57 @@ mod tests {
                 rocksdb_background_cpu_secs: 2.25,
                 resident_bytes: 1000.0,
                 peak_resident_bytes: 3000.0,
+                commits: vec![],
             })
         );
         // An older node without them: no usage, not zeros.
         assert_eq!(NodeUsage::parse("custody_tree_size 5\n"), None);
+    }
+
+    /// A node's exposition with the usage lines and a commit histogram of
+    /// cumulative counts at 1 ms, 2 ms, 25 ms and +Inf.
+    fn exposition(commits: [u64; 4]) -> NodeUsage {
+        let [a, b, c, d] = commits;
+        let text = format!(
+            "process_cpu_seconds_total 1\n\
+             custody_rocksdb_background_cpu_seconds_total 0\n\
+             process_resident_memory_bytes 1\n\
+             custody_process_peak_resident_bytes 1\n\
+             # TYPE custody_commit_seconds histogram\n\
+             custody_commit_seconds_bucket{{le=\"0.001\"}} {a}\n\
+             custody_commit_seconds_bucket{{le=\"0.002\"}} {b}\n\
+             custody_commit_seconds_bucket{{le=\"0.025\"}} {c}\n\
+             custody_commit_seconds_bucket{{le=\"+Inf\"}} {d}\n\
+             custody_commit_seconds_sum 0.5\n\
+             custody_commit_seconds_count {d}\n\
+             custody_group_size_bucket{{le=\"1\"}} 9\n"
+        );
+        NodeUsage::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn commit_times_are_read_from_the_histogram_difference() {
+        let before = exposition([10, 20, 20, 20]);
+        assert_eq!(
+            before.commits,
+            vec![(0.001, 10), (0.002, 20), (0.025, 20), (f64::INFINITY, 20)]
+        );
+        // During the run: 40 commits ≤ 1 ms, 58 in (1, 2] ms, 1 in (2, 25], 1 over.
+        let after = exposition([50, 118, 119, 120]);
+        let c = Commits::between(&before, &after).unwrap();
+        assert_eq!(c.groups, 100);
+        assert_eq!(c.p50_at_most_secs, 0.002);
+        assert_eq!(c.p99_at_most_secs, 0.025);
+        assert_eq!(c.max_at_most_secs, f64::INFINITY);
+        assert_eq!(bound_ms(c.p99_at_most_secs), Some(25.0));
+        assert_eq!(bound_ms(c.max_at_most_secs), None);
+        assert_eq!(bound_human(c.p50_at_most_secs, 0.025), "≤ 2.0 ms");
+        assert_eq!(bound_human(c.max_at_most_secs, 0.025), "> 25.0 ms");
+        // Nothing committed (a proofs run), or no histogram: no figures.
+        assert_eq!(Commits::between(&before, &before), None);
+        let mut older = before.clone();
+        older.commits.clear();
+        assert_eq!(Commits::between(&older, &after), None);
     }
 
     #[test]
@@ -1817,6 +2005,9 @@ mod tests {
         let b = CpuTimes::parse("cpu  200 0 60 830 10 0 0 100 7 0\n").unwrap();
         assert_eq!(CpuTimes::steal_between(Some(a), Some(b)), Some(0.3));
         assert_eq!(CpuTimes::steal_between(Some(a), Some(a)), None);
+        // iowait is the 5th field: 10 → 50, over 200 ticks.
+        let c = CpuTimes::parse("cpu  200 0 60 790 50 0 0 100 7 0\n").unwrap();
+        assert_eq!(CpuTimes::iowait_between(Some(a), Some(c)), Some(0.2));
         assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
     }
 
