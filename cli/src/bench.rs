@@ -577,6 +577,8 @@ struct Commits {
     p50_at_most_secs: f64,
     p99_at_most_secs: f64,
     max_at_most_secs: f64,
+    /// The lower bound of the slowest commit's bucket: it took longer than this.
+    max_over_secs: f64,
 }
 
 impl Commits {
@@ -603,14 +605,23 @@ impl Commits {
                 .find(|(_, n)| *n >= rank)
                 .map_or(f64::INFINITY, |(le, _)| *le)
         };
+        let max_at_most_secs = at(1.0);
         Some(Commits {
             groups,
             p50_at_most_secs: at(0.5),
             p99_at_most_secs: at(0.99),
-            max_at_most_secs: at(1.0),
+            max_at_most_secs,
+            max_over_secs: cumulative
+                .iter()
+                .map(|(le, _)| *le)
+                .filter(|&le| le < max_at_most_secs)
+                .fold(0.0, f64::max),
         })
     }
 }
+
+/// A commit slower than this is called out in the report.
+const SLOW_COMMIT_SECS: f64 = 0.05;
 
 /// A bucket bound in milliseconds for JSON: None for the last, unbounded bucket.
 fn bound_ms(secs: f64) -> Option<f64> {
@@ -1822,11 +1833,20 @@ impl Report {
                 .filter(|le| le.is_finite())
                 .fold(0.0, f64::max);
             s += &format!(
-                "node commits (judge, synced write, sign): {} groups, p50 {}  p99 {}  max {}\n",
+                "node commits (judge, synced write, sign): {} groups, p50 {}  p99 {}  max {}{}\n",
                 thousands(c.groups as f64),
                 bound_human(c.p50_at_most_secs, last),
                 bound_human(c.p99_at_most_secs, last),
-                bound_human(c.max_at_most_secs, last)
+                bound_human(c.max_at_most_secs, last),
+                if c.max_over_secs >= SLOW_COMMIT_SECS {
+                    format!(
+                        ": a commit took over {}, and every request queued behind it waited as \
+                         long (a sync the disk was slow to finish, or a stalled write)",
+                        human(Duration::from_secs_f64(c.max_over_secs))
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {
@@ -1966,10 +1986,23 @@ mod tests {
         assert_eq!(c.p50_at_most_secs, 0.002);
         assert_eq!(c.p99_at_most_secs, 0.025);
         assert_eq!(c.max_at_most_secs, f64::INFINITY);
+        assert_eq!(
+            c.max_over_secs, 0.025,
+            "the slowest was over the last bound"
+        );
         assert_eq!(bound_ms(c.p99_at_most_secs), Some(25.0));
         assert_eq!(bound_ms(c.max_at_most_secs), None);
         assert_eq!(bound_human(c.p50_at_most_secs, 0.025), "≤ 2.0 ms");
         assert_eq!(bound_human(c.max_at_most_secs, 0.025), "> 25.0 ms");
+        // All within 2 ms: the slowest is over 1 ms.
+        let quick = Commits::between(&before, &exposition([15, 30, 30, 30])).unwrap();
+        assert_eq!(
+            (quick.max_at_most_secs, quick.max_over_secs),
+            (0.002, 0.001)
+        );
+        // All within 1 ms: nothing to call out.
+        let first = Commits::between(&before, &exposition([12, 22, 22, 22])).unwrap();
+        assert_eq!((first.max_at_most_secs, first.max_over_secs), (0.001, 0.0));
         // Nothing committed (a proofs run), or no histogram: no figures.
         assert_eq!(Commits::between(&before, &before), None);
         let mut older = before.clone();
