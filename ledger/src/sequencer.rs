@@ -173,7 +173,11 @@ pub struct Stats {
     pub group_buckets: [std::sync::atomic::AtomicU64; GROUP_BOUNDS.len()],
 }
 
-pub const LATENCY_BOUNDS_MS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 1000.0];
+/// Fine below 25 ms, where a commit's usual 1-3 ms and a slow sync's 5-15 ms fall,
+/// so a report of the commits' p99 tells the two apart.
+pub const LATENCY_BOUNDS_MS: [f64; 14] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+];
 pub const GROUP_BOUNDS: [u64; 7] = [1, 4, 16, 64, 256, 1024, 4096];
 
 pub struct Sequencer {

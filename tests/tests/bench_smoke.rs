@@ -110,6 +110,27 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         );
     }
 
+    // Its group commits during the load, from the node's own histogram: at least
+    // one group and at most one per event, their times in order, and this
+    // machine's I/O wait beside them.
+    let commits = &single["node_commits"];
+    let groups = commits["groups"].as_u64().unwrap_or(0);
+    let ok = single["events"]["ok"].as_u64().unwrap_or(0);
+    assert!((1..=ok).contains(&groups), "{single:#}");
+    let bound = |q: &str| commits[q].as_f64().unwrap_or(f64::INFINITY);
+    assert!(
+        bound("p50_ms_at_most") <= bound("p99_ms_at_most")
+            && bound("p99_ms_at_most") <= bound("max_ms_at_most")
+            && commits["max_ms_over"]
+                .as_f64()
+                .is_some_and(|v| v < bound("max_ms_at_most")),
+        "{single:#}"
+    );
+    assert!(
+        single["machine"]["iowait_share_during_load"].is_f64(),
+        "{single:#}"
+    );
+
     let batch = bench(
         &node,
         work.path(),
@@ -158,6 +179,8 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     );
     assert_eq!(proofs["mode"], "proofs");
     assert_clean(&proofs, "proofs");
+    // Proofs commit nothing: no commit figures, rather than zeros.
+    assert!(proofs["node_commits"].is_null(), "{proofs:#}");
     assert!(
         proofs["node_usage"]["serving_cpu_us_per_proof"]
             .as_f64()
