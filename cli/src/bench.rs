@@ -626,6 +626,16 @@ impl Commits {
                 .fold(0.0, f64::max),
         })
     }
+
+    /// A figure's bucket bound for people: "≤ 2 ms", or "> 1000 ms" for the
+    /// unbounded bucket (whose lower bound is then the slowest commit's).
+    fn bound_text(&self, secs: f64) -> String {
+        if secs.is_finite() {
+            format!("≤ {}", human(Duration::from_secs_f64(secs)))
+        } else {
+            format!("> {}", human(Duration::from_secs_f64(self.max_over_secs)))
+        }
+    }
 }
 
 /// A reading's cumulative counts, made non-decreasing: the node reads its count of
@@ -647,19 +657,14 @@ fn monotone_counts(mut counts: Vec<u64>) -> Vec<u64> {
 /// A commit slower than this is called out in the report.
 const SLOW_COMMIT_SECS: f64 = 0.05;
 
+/// A share (or other fraction) for JSON, to three decimals.
+fn thousandths(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 /// A bucket bound in milliseconds for JSON: None for the last, unbounded bucket.
 fn bound_ms(secs: f64) -> Option<f64> {
     secs.is_finite().then(|| (secs * 1e6).round() / 1e3)
-}
-
-/// A bucket bound for people: "≤ 2 ms", or "> 1000 ms" for the unbounded bucket
-/// (`last`: the largest finite bound).
-fn bound_human(secs: f64, last: f64) -> String {
-    if secs.is_finite() {
-        format!("≤ {}", human(Duration::from_secs_f64(secs)))
-    } else {
-        format!("> {}", human(Duration::from_secs_f64(last)))
-    }
 }
 
 /// The node's CPU over a run, split as the node reports it.
@@ -1607,10 +1612,10 @@ impl Report {
             "machine": {
                 "cores": self.limit.cores,
                 "cpu": self.limit.cpu,
-                "steal_share_during_limit": self.limit.batch.steal.map(|x| (x * 1e3).round() / 1e3),
-                "others_share_during_limit": self.limit.batch.others.map(|x| (x * 1e3).round() / 1e3),
-                "steal_share_during_load": d.steal.map(|x| (x * 1e3).round() / 1e3),
-                "iowait_share_during_load": d.iowait.map(|x| (x * 1e3).round() / 1e3),
+                "steal_share_during_limit": self.limit.batch.steal.map(thousandths),
+                "others_share_during_limit": self.limit.batch.others.map(thousandths),
+                "steal_share_during_load": d.steal.map(thousandths),
+                "iowait_share_during_load": d.iowait.map(thousandths),
             },
             "limit": {
                 "seconds": self.limit.seconds,
@@ -1624,10 +1629,10 @@ impl Report {
                     "ed25519_verify_batch_per_sec": a.per_sec.round(),
                     "waited_for_idle_node_secs": (a.settled.seconds * 10.0).round() / 10.0,
                     "node_seen_idle": a.settled.idle,
-                    "steal_share": a.steal.map(|x| (x * 1e3).round() / 1e3),
-                    "others_share": a.others.map(|x| (x * 1e3).round() / 1e3),
+                    "steal_share": a.steal.map(thousandths),
+                    "others_share": a.others.map(thousandths),
                 })),
-                "drift": self.limit.drift().map(|x| (x * 1e3).round() / 1e3),
+                "drift": self.limit.drift().map(thousandths),
             },
             unit: {
                 "planned": self.planned,
@@ -1661,7 +1666,7 @@ impl Report {
                 "p50_ms_at_most": bound_ms(c.p50_at_most_secs),
                 "p99_ms_at_most": bound_ms(c.p99_at_most_secs),
                 "max_ms_at_most": bound_ms(c.max_at_most_secs),
-                "max_ms_over": (c.max_over_secs * 1e6).round() / 1e3,
+                "max_ms_over": bound_ms(c.max_over_secs),
             });
         }
         if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {
@@ -1852,19 +1857,13 @@ impl Report {
                 }
             );
         }
-        if let (Some(c), Some((_, after))) = (self.commits(), &d.node) {
-            let last = after
-                .commits
-                .iter()
-                .map(|(le, _)| *le)
-                .filter(|le| le.is_finite())
-                .fold(0.0, f64::max);
+        if let Some(c) = self.commits() {
             s += &format!(
                 "node commits (judge, synced write, sign): {} groups, p50 {}  p99 {}  max {}{}\n",
                 thousands(c.groups as f64),
-                bound_human(c.p50_at_most_secs, last),
-                bound_human(c.p99_at_most_secs, last),
-                bound_human(c.max_at_most_secs, last),
+                c.bound_text(c.p50_at_most_secs),
+                c.bound_text(c.p99_at_most_secs),
+                c.bound_text(c.max_at_most_secs),
                 if c.max_over_secs >= SLOW_COMMIT_SECS {
                     format!(
                         ": a commit took over {}, and the requests queued behind it waited up to \
@@ -2020,8 +2019,8 @@ mod tests {
         );
         assert_eq!(bound_ms(c.p99_at_most_secs), Some(25.0));
         assert_eq!(bound_ms(c.max_at_most_secs), None);
-        assert_eq!(bound_human(c.p50_at_most_secs, 0.025), "≤ 2.0 ms");
-        assert_eq!(bound_human(c.max_at_most_secs, 0.025), "> 25.0 ms");
+        assert_eq!(c.bound_text(c.p50_at_most_secs), "≤ 2.0 ms");
+        assert_eq!(c.bound_text(c.max_at_most_secs), "> 25.0 ms");
         // 5 of 10 within 1 ms, all within 2 ms: the slowest is over 1 ms.
         let quick = Commits::between(&before, &exposition([15, 30, 30, 30])).unwrap();
         assert_eq!(quick.groups, 10);
