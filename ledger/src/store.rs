@@ -1,11 +1,14 @@
 //! The RocksDB store: the only module that touches disk (spec/storage.md).
 //!
-//! Four column families (layout 4), one-byte key prefixes:
+//! Five column families (layout 5), one-byte key prefixes:
 //! - `entries`: `e`+index → entry bytes (verbatim);
 //! - `hashes`: `t`+n → the 510 stored hashes below level 8 of full tile n (leaves
 //!   256n..256n+255), concatenated in stored-hash order: a proof's lower levels are
 //!   one read;
-//! - `ids`: `d`+event_id → index (de-duplication), `l`+leaf hash → index;
+//! - `ids`: `d`+event_id → index (de-duplication);
+//! - `leaves`: `l`+epoch+leaf hash → index, the epoch being index >> 20: the keys of
+//!   one million entries at a time are random among themselves but come after every
+//!   older epoch's, so compaction rewrites only the current epoch;
 //! - default: `c`+size → checkpoint note (history), `a`+key → actor (JSON),
 //!   `s`+case → case state (JSON), `b`+blake3 → blob bytes, `u`+level+n → a tree
 //!   hash at level 8 or above, `m` → latest checkpoint size, `v` → layout version.
@@ -43,18 +46,29 @@ const KEY_FILE: &str = "log.key";
 const DB_DIR: &str = "db";
 const META_SIZE: &[u8] = b"m";
 const META_LAYOUT: &[u8] = b"v";
-/// The column family of the random-key indexes `d` and `l`.
+/// The column family of the random-key de-duplication index (`d` keys).
 const IDS: &str = "ids";
+/// The column family of the leaf index (`l` keys, by epoch).
+const LEAVES: &str = "leaves";
+/// Entries per epoch of the leaf index, 2^20: a lookup by leaf hash reads one key
+/// per epoch (ten at 10M entries), and compaction rewrites at most one epoch's keys.
+#[cfg(not(test))]
+const LEAF_EPOCH_BITS: u32 = 20;
+/// Unit tests' logs are small: epochs of 256 entries make them span several.
+#[cfg(test)]
+const LEAF_EPOCH_BITS: u32 = 8;
 /// The column family of the entries (`e` keys), written in index order.
 const ENTRIES: &str = "entries";
 /// The column family of the full tiles' lower hashes (`t` keys), written in order.
 const HASHES: &str = "hashes";
-/// The key layout this code writes: 4 = entries, tiles of tree hashes and the
-/// indexes each in a column family of their own, and `u` keys. Older layouts are
-/// migrated when opened: 3 (every stored hash its own `h` key in `hashes`), 2
-/// (entries and `h` hashes in the default family) and 1 (every key in the default
-/// family, no `u` or `v` key). An older release cannot open the store afterwards.
-const LAYOUT: u64 = 4;
+/// The key layout this code writes: 5 = entries, tiles of tree hashes, the
+/// de-duplication index and the leaf index (keyed by epoch) each in a column family
+/// of their own, and `u` keys. Older layouts are migrated when opened: 4 (the leaf
+/// index as `l` ‖ leaf hash in `ids`), 3 (also every stored hash its own `h` key in
+/// `hashes`), 2 (also entries and `h` hashes in the default family) and 1 (every
+/// key in the default family, no `u` or `v` key). An older release cannot open the
+/// store afterwards.
+const LAYOUT: u64 = 5;
 /// Stored hashes of a full tile below level 8 (256 + 128 + … + 2).
 const TILE_HASHES: usize = 510;
 
@@ -95,6 +109,19 @@ fn in_tile(index: u64) -> Option<(u64, usize)> {
 struct Edge {
     tile: u64,
     hashes: Vec<Hash>,
+}
+
+/// `l` ‖ epoch (u32) ‖ leaf hash: the leaf index's key for the entry at `index`.
+fn leaf_key(index: Index, leaf: &[u8; 32]) -> [u8; 37] {
+    epoch_leaf_key(index >> LEAF_EPOCH_BITS, leaf)
+}
+
+fn epoch_leaf_key(epoch: u64, leaf: &[u8; 32]) -> [u8; 37] {
+    let mut key = [b'l'; 37];
+    // Indexes below 2^52: the epoch fits in 32 bits.
+    key[1..5].copy_from_slice(&(epoch as u32).to_be_bytes());
+    key[5..].copy_from_slice(leaf);
+    key
 }
 
 /// `u` ‖ level ‖ n: the copy of stored hash (level, n), for levels ≥ [`UPPER_LEVEL`].
@@ -236,8 +263,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The database's options and those of its four column families: `ids` has a
-/// block cache of its own, the other three share one.
+/// The database's options and those of its five column families: `ids` has a
+/// block cache of its own, the other four share one.
 fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     // Four shards: RocksDB's default for this size is 64 shards of 1 MiB, and a
@@ -256,9 +283,14 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // A write-ahead log file is kept until every family with data in it has flushed,
     // and the default family's small memtable fills slowly: without a bound the
     // node kept ~560 MB of log at 24M entries, and a start after a crash replayed
-    // it all (2.2 s). Past 64 MiB RocksDB flushes the families that hold the oldest
-    // file, so the replay after a crash stays about that size.
-    o.set_max_total_wal_size(64 << 20);
+    // it all (2.2 s). Past 128 MiB RocksDB flushes the families that hold the oldest
+    // file, so the replay after a crash stays about that size. (At 64 MiB that
+    // flush came every ~80,000 single appends, before `ids` filled its memtable:
+    // twice as many level-0 files of half the size, and twice the compactions
+    // into its base level. Measured at 22.4M entries, 1M single appends per run:
+    // 5 flushes of `ids` instead of 11, RocksDB's background CPU 2.6-2.7 µs per
+    // append instead of 7.9-10.4, with the `leaves` settings below.)
+    o.set_max_total_wal_size(128 << 20);
     // Every family: LZ4 (but `ids` and `hashes`, below), memtables bounded (two per
     // family), so that with the block cache what RocksDB holds in memory is bounded
     // whatever the log's size. (32 MiB
@@ -307,7 +339,8 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         (rocksdb::DEFAULT_COLUMN_FAMILY_NAME, family(4 << 20, false)),
         // 32-byte random keys, and most lookups miss (the de-duplication check of
         // every new event): a Bloom filter answers those without reading index
-        // blocks. (Ribbon filters take ~30% less memory but cost enough CPU to build,
+        // blocks. (Until layout 5 the leaf index shared this family and doubled its
+        // keys, its filters and its compactions.) (Ribbon filters take ~30% less memory but cost enough CPU to build,
         // at every flush and compaction, to cut batch appends by ~15% on 2 cores.)
         // Random keys: every file flushed to level 0 overlaps the whole base level,
         // so each level-0 compaction rewrites all of it. 16 MiB memtables and 8
@@ -329,6 +362,22 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
             f.set_level_zero_file_num_compaction_trigger(8);
             f.set_level_zero_slowdown_writes_trigger(24);
             f.set_level_zero_stop_writes_trigger(40);
+            f
+        }),
+        // The leaf index, read only by proofs asked for by leaf hash: no filter
+        // (a lookup reads a block per epoch), random bytes (no codec). Its keys are
+        // random within the current epoch but after every older epoch's, so a
+        // compaction merges only the current epoch's files and moves the others
+        // down the levels unchanged.
+        (LEAVES, {
+            let mut f = family(8 << 20, false);
+            f.set_compression_type(rocksdb::DBCompressionType::None);
+            // 16 MiB files (RocksDB's default is 64): the file that straddles the
+            // current epoch's start, rewritten with it, is smaller. Eight level-0
+            // files per compaction: more new keys merged per rewrite of the epoch,
+            // and only lookups by leaf hash read level 0.
+            f.set_target_file_size_base(16 << 20);
+            f.set_level_zero_file_num_compaction_trigger(8);
             f
         }),
         // Keys that only ever arrive in increasing order, each in a family of its
@@ -457,6 +506,64 @@ fn copy_prefixes(
         counts.push(copied);
     }
     Ok(counts)
+}
+
+/// Copies the leaf index of layouts 1 to 4 (`l` ‖ leaf hash → index, in the family
+/// `from`, the default one if `None`) into `leaves`, keyed by epoch, in unsynced
+/// batches; [`Store::finish_migration`] then removes the originals, and a crash
+/// before that leaves the old layout, whose next open copies the same keys again.
+/// Every entry of a tree of `size` has one.
+fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
+    let leaves = db
+        .cf_handle(LEAVES)
+        .expect("a migration creates the families it copies into");
+    let fail = |e: rocksdb::Error| {
+        LedgerError::storage(format!(
+            "copying the leaf index into {LEAVES}: {e}; the store is unchanged in its old \
+             layout, open it again to retry"
+        ))
+    };
+    let iter = match from {
+        Some(name) => db.prefix_iterator_cf(
+            db.cf_handle(name)
+                .expect("layouts 2 to 4 have the family `ids`"),
+            [b'l'],
+        ),
+        None => db.prefix_iterator([b'l']),
+    };
+    let mut copied = 0u64;
+    let mut batch = WriteBatch::default();
+    for item in iter {
+        let (k, v) = item.map_err(fail)?;
+        if k.first() != Some(&b'l') {
+            break;
+        }
+        let leaf = k.get(1..).and_then(|h| <&[u8; 32]>::try_from(h).ok());
+        let (Some(leaf), Some(index)) = (leaf, be(&v).filter(|&i| i < size)) else {
+            return Err(LedgerError::corrupt(format!(
+                "the leaf index holds {} -> {}, not a leaf hash and the index of an entry of \
+                 a tree of size {size}",
+                hex::encode(&k),
+                hex::encode(&v)
+            )));
+        };
+        batch.put_cf(leaves, leaf_key(index, leaf), &v);
+        copied += 1;
+        if batch.len() >= 100_000 {
+            db.write(std::mem::take(&mut batch)).map_err(fail)?;
+            if copied.is_multiple_of(1_000_000) {
+                eprintln!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
+            }
+        }
+    }
+    db.write(batch).map_err(fail)?;
+    eprintln!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
+    if copied != size {
+        return Err(LedgerError::corrupt(format!(
+            "the leaf index holds {copied} keys; a tree of size {size} has {size}"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the `t` key of every full tile of a tree of `size` from the `h` keys of
@@ -748,14 +855,17 @@ impl Store {
                         "moving its indexes and entries into column families of their own \
                           and its tree hashes into tiles",
                     2 =>
-                        "moving its entries into a column family of their own and its tree \
-                          hashes into tiles",
-                    _ => "moving its tree hashes into tiles",
+                        "moving its entries and leaf index into column families of their \
+                          own and its tree hashes into tiles",
+                    3 =>
+                        "moving its tree hashes into tiles and its leaf index into a column \
+                          family of its own",
+                    _ => "moving its leaf index into a column family of its own",
                 },
-                if from == 3 {
-                    "tree hashes"
-                } else {
-                    "entries and tree hashes"
+                match from {
+                    1 | 2 => "entries, tree hashes and leaf index",
+                    3 => "tree hashes and leaf index",
+                    _ => "leaf index",
                 }
             );
             for (name, options) in &missing {
@@ -769,7 +879,7 @@ impl Store {
                 moves.push((b'e', ENTRIES));
             }
             if from == 1 {
-                moves.extend([(b'd', IDS), (b'l', IDS)]);
+                moves.push((b'd', IDS));
             }
             // Entries 0..size, no more, no fewer.
             let expect = |p: u8| (p == b'e').then_some(size);
@@ -788,7 +898,12 @@ impl Store {
                     }
                 })
                 // Layouts 1 and 2 keep the `h` hashes in the default family.
-                .and_then(|()| write_tiles(&db, (from == 3).then_some(HASHES), size));
+                .and_then(|()| match from {
+                    ..=3 => write_tiles(&db, (from == 3).then_some(HASHES), size),
+                    _ => Ok(()),
+                })
+                // Layout 1 keeps the leaf index in the default family, 2 to 4 in `ids`.
+                .and_then(|()| copy_leaf_index(&db, (from >= 2).then_some(IDS), size));
             if let Err(e) = copied {
                 return Err(undo(db, &created, true, e));
             }
@@ -949,6 +1064,9 @@ impl Store {
         for r in &moved {
             last.delete_range(&r[..1], &r[1..]);
         }
+        // The leaf index, copied into `leaves` from `ids` (layouts 2 to 4; from
+        // layout 1, a migration cut short by an older release left copies there).
+        last.delete_range_cf(self.ids(), b"l", b"m");
         // Layout 3's hashes; or copies left in `hashes` by an older release's
         // migration from layout 1 or 2 that was cut short.
         last.delete_range_cf(self.hashes_cf(), b"h", b"i");
@@ -973,6 +1091,8 @@ impl Store {
         }
         self.db
             .compact_range_cf_opt(self.hashes_cf(), Some(b"h"), Some(b"i"), &o);
+        self.db
+            .compact_range_cf_opt(self.ids(), Some(b"l"), Some(b"m"), &o);
         eprintln!("custody: migration of {} done", self.dir.display());
         Ok(())
     }
@@ -1070,6 +1190,10 @@ impl Store {
         self.family(IDS)
     }
 
+    fn leaves_cf(&self) -> &ColumnFamily {
+        self.family(LEAVES)
+    }
+
     fn get_id(&self, key: &[u8]) -> Result<Option<Index>> {
         Ok(self
             .db
@@ -1118,11 +1242,16 @@ impl Store {
     pub fn flush_memtables(&self) -> Result<()> {
         let mut o = rocksdb::FlushOptions::default();
         o.set_wait(true);
-        let families: Vec<&ColumnFamily> =
-            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, IDS, ENTRIES, HASHES]
-                .into_iter()
-                .map(|name| self.family(name))
-                .collect();
+        let families: Vec<&ColumnFamily> = [
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            IDS,
+            LEAVES,
+            ENTRIES,
+            HASHES,
+        ]
+        .into_iter()
+        .map(|name| self.family(name))
+        .collect();
         self.db
             .flush_cfs_opt(&families, &o)
             .map_err(LedgerError::storage)
@@ -1141,10 +1270,16 @@ impl Store {
         let default = self.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
         // Per family, except the block caches.
         let both = |name: &str| {
-            [default, self.ids(), self.entries_cf(), self.hashes_cf()]
-                .into_iter()
-                .map(|cf| prop(cf, name))
-                .sum::<u64>()
+            [
+                default,
+                self.ids(),
+                self.leaves_cf(),
+                self.entries_cf(),
+                self.hashes_cf(),
+            ]
+            .into_iter()
+            .map(|cf| prop(cf, name))
+            .sum::<u64>()
         };
         StoreMemory {
             // Two caches: the default family's (shared with entries and hashes)
@@ -1187,18 +1322,32 @@ impl Store {
         db_wide("rocksdb.num-running-compactions")
             + db_wide("rocksdb.num-running-flushes")
             + due(None)
-            + [self.ids(), self.entries_cf(), self.hashes_cf()]
-                .into_iter()
-                .map(|cf| due(Some(cf)))
-                .sum::<u64>()
+            + [
+                self.ids(),
+                self.leaves_cf(),
+                self.entries_cf(),
+                self.hashes_cf(),
+            ]
+            .into_iter()
+            .map(|cf| due(Some(cf)))
+            .sum::<u64>()
     }
 
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
         self.get_id(&k(b'd', &id.0))
     }
 
+    /// The index of the entry with leaf hash `h`: one key per epoch of the log, read
+    /// in one MultiGet.
     pub fn index_of_leaf(&self, h: &LeafHash) -> Result<Option<Index>> {
-        self.get_id(&k(b'l', &h.0))
+        let epochs = self.size().div_ceil(1 << LEAF_EPOCH_BITS);
+        let keys: Vec<[u8; 37]> = (0..epochs).map(|e| epoch_leaf_key(e, &h.0)).collect();
+        for got in self.db.batched_multi_get_cf(self.leaves_cf(), &keys, true) {
+            if let Some(v) = got.map_err(LedgerError::storage)? {
+                return Ok(be(&v));
+            }
+        }
+        Ok(None)
     }
 
     /// A checkpoint the log published at exactly `size`, if any.
@@ -1255,7 +1404,7 @@ impl Store {
     }
 
     /// Commits a group: assigns indices from the current size, writes entries, the
-    /// tiles of hashes it completes, de-dup and leaf indexes, actor and case changes and the new
+    /// tiles of hashes it completes, the de-duplication and leaf indexes, actor and case changes and the new
     /// signed checkpoint in ONE synced write batch.
     pub fn commit(&self, group: Vec<NewEntry>) -> Result<Committed> {
         let _writer = self.commit_lock.lock().expect("commit lock");
@@ -1274,7 +1423,7 @@ impl Store {
                 + tiles * (TILE_HASHES * 32 + 64)
                 + 4096,
         );
-        let ids = self.ids();
+        let (ids, leaves) = (self.ids(), self.leaves_cf());
         let (entries_cf, hashes_cf) = (self.entries_cf(), self.hashes_cf());
         let mut placed = Vec::with_capacity(group.len());
         let mut actors = Vec::new();
@@ -1324,7 +1473,7 @@ impl Store {
             }
             batch.put_cf(entries_cf, ku(b'e', index), &e.bytes);
             batch.put_cf(ids, k(b'd', &e.event_id.0), index.to_be_bytes());
-            batch.put_cf(ids, k(b'l', &leaf.0), index.to_be_bytes());
+            batch.put_cf(leaves, leaf_key(index, &leaf.0), index.to_be_bytes());
             if let Some(a) = e.actor {
                 batch.put(
                     k(b'a', &a.key.0),
@@ -1708,6 +1857,44 @@ mod tests {
         Store::init(dir, origin, admin).unwrap()
     }
 
+    /// The leaf index finds every entry by its leaf hash, whichever epoch it is in
+    /// (256 entries each in tests), up to an epoch's last entry and from a group that
+    /// spans two epochs; a hash the log does not hold is found nowhere. Its keys run
+    /// epoch by epoch, each epoch's after every older one's.
+    #[test]
+    fn the_leaf_index_finds_entries_of_every_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/leaves");
+        // 1 + 511 = 512 entries: exactly two epochs; then a group across the third
+        // and fourth.
+        store.commit(synthetic(1, 511)).unwrap();
+        let check = |s: &Store| {
+            for i in 0..s.size() {
+                let leaf = s.leaf_hash(i).unwrap().unwrap();
+                assert_eq!(s.index_of_leaf(&leaf).unwrap(), Some(i), "entry {i}");
+            }
+            assert_eq!(s.index_of_leaf(&LeafHash([7; 32])).unwrap(), None);
+        };
+        check(&store);
+        store.commit(synthetic(512, 300)).unwrap();
+        check(&store);
+        let epochs: Vec<u32> = store
+            .db
+            .iterator_cf(store.leaves_cf(), rocksdb::IteratorMode::Start)
+            .map(|r| {
+                let (key, v) = r.unwrap();
+                let epoch = u32::from_be_bytes(key[1..5].try_into().unwrap());
+                assert_eq!(u64::from(epoch), be(&v).unwrap() >> LEAF_EPOCH_BITS);
+                epoch
+            })
+            .collect();
+        assert_eq!(epochs.len(), 812);
+        assert!(epochs.is_sorted(), "keys in epoch order");
+        assert_eq!(epochs.last(), Some(&3));
+        drop(store);
+        check(&Store::open(dir.path()).unwrap());
+    }
+
     /// A store whose flush has finished reports no background work (the bench waits
     /// for exactly that before measuring the limit).
     #[test]
@@ -1735,17 +1922,20 @@ mod tests {
         let store = new_store(dir.path(), "custody.test/flush");
         store.commit(synthetic(store.size(), 300)).unwrap();
         let in_memtables = |s: &Store| -> u64 {
-            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, IDS, ENTRIES, HASHES]
-                .into_iter()
-                .map(|name| {
-                    s.db.property_int_value_cf(
-                        s.family(name),
-                        "rocksdb.num-entries-active-mem-table",
-                    )
+            [
+                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+                IDS,
+                LEAVES,
+                ENTRIES,
+                HASHES,
+            ]
+            .into_iter()
+            .map(|name| {
+                s.db.property_int_value_cf(s.family(name), "rocksdb.num-entries-active-mem-table")
                     .unwrap()
                     .unwrap_or(0)
-                })
-                .sum()
+            })
+            .sum()
         };
         assert!(
             in_memtables(&store) > 0,
@@ -2084,6 +2274,31 @@ mod tests {
         migrate(1, false);
         migrate(2, false);
         migrate(3, false);
+        migrate(4, false);
+    }
+
+    /// Moves the leaf index back into `ids` as layouts 1 to 4 kept it (`l` ‖ leaf
+    /// hash), leaving the layout key as it is, and drops the family `leaves` unless
+    /// `keep_leaves` (as after a migration cut short).
+    fn move_leaf_index_back(dir: &Path, keep_leaves: bool) {
+        let (mut db, _) = open_db(&dir.join(DB_DIR), false).unwrap();
+        let mut batch = WriteBatch::default();
+        let ids = db.cf_handle(IDS).unwrap();
+        for item in db.iterator_cf(db.cf_handle(LEAVES).unwrap(), rocksdb::IteratorMode::Start) {
+            let (key, v) = item.unwrap();
+            assert_eq!(&key[..5], &leaf_key(be(&v).unwrap(), &[0; 32])[..5]);
+            batch.put_cf(ids, k(b'l', &key[5..]), v);
+        }
+        db.write(batch).unwrap();
+        if !keep_leaves {
+            db.drop_cf(LEAVES).unwrap();
+        }
+    }
+
+    /// A layout-4 store (the leaf index in `ids`) opens with it in `leaves`.
+    #[test]
+    fn a_layout_4_store_is_migrated_when_opened() {
+        migrate(4, true);
     }
 
     /// A layout-3 store of the genesis and `n` synthetic entries: its directory and
@@ -2094,6 +2309,7 @@ mod tests {
         store.commit(synthetic(1, n)).unwrap();
         drop(store);
         rewrite_as_layout_3(dir.path(), false);
+        move_leaf_index_back(dir.path(), false);
         let path = dir.path().join(DB_DIR);
         (dir, path)
     }
@@ -2134,7 +2350,7 @@ mod tests {
                 "the families it created are gone"
             );
             let (db, missing) = open_db(&path, false).unwrap();
-            assert_eq!(missing.len(), 2);
+            assert_eq!(missing.len(), 3);
             assert_eq!(
                 db.get(META_LAYOUT).unwrap(),
                 Some(2u64.to_be_bytes().to_vec())
@@ -2179,7 +2395,8 @@ mod tests {
                 let e = Store::open(dir.path()).unwrap_err();
                 assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
                 let (db, missing) = open_db(&path, false).unwrap();
-                assert!(missing.is_empty());
+                let missing: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+                assert_eq!(missing, [LEAVES], "the family it created is gone");
                 assert_eq!(
                     db.get(META_LAYOUT).unwrap(),
                     Some(layout.to_be_bytes().to_vec())
@@ -2243,10 +2460,11 @@ mod tests {
         }
     }
 
-    /// Writes a store, turns it back into layout `from` (3: `h` keys instead of
-    /// tiles; 1 and 2: then the keys of the families that layout did not have copied
-    /// back into the default family), and opens it. Unless `drop_families`, as after
-    /// a migration cut short: the families stay (1, 2) and the tiles too (3).
+    /// Writes a store, turns it back into layout `from` (4: the leaf index in `ids`;
+    /// 3: also `h` keys instead of tiles; 1 and 2: then the keys of the families that
+    /// layout did not have copied back into the default family), and opens it.
+    /// Unless `drop_families`, as after a migration cut short: the families stay (1,
+    /// 2, 4) and the tiles too (3). 701 entries: three epochs of the leaf index.
     fn migrate(from: u64, drop_families: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = new_store(dir.path(), "custody.test/layout");
@@ -2259,7 +2477,14 @@ mod tests {
             .collect();
         let cp = store.checkpoint();
         drop(store);
-        rewrite_as_layout_3(dir.path(), from == 3 && !drop_families);
+        if from <= 3 {
+            rewrite_as_layout_3(dir.path(), from == 3 && !drop_families);
+        }
+        move_leaf_index_back(dir.path(), from == 4 && !drop_families);
+        if from == 4 {
+            let (db, _) = open_db(&dir.path().join(DB_DIR), false).unwrap();
+            db.put(META_LAYOUT, 4u64.to_be_bytes()).unwrap();
+        }
         if from < 3 {
             let (mut db, _) = open_db(&dir.path().join(DB_DIR), false).unwrap();
             let mut families = vec![ENTRIES, HASHES];
@@ -2319,6 +2544,17 @@ mod tests {
             .next()
             .map(|r| r.unwrap().0);
         assert!(left.is_none_or(|k| k[0] != b'h'), "old h keys removed");
+        let left = store
+            .db
+            .prefix_iterator_cf(store.ids(), [b'l'])
+            .next()
+            .map(|r| r.unwrap().0);
+        assert!(left.is_none_or(|k| k[0] != b'l'), "old l keys removed");
+        let leaf_keys = store
+            .db
+            .iterator_cf(store.leaves_cf(), rocksdb::IteratorMode::Start)
+            .count();
+        assert_eq!(leaf_keys, 701, "one leaf index key per entry");
         let tiles = store
             .db
             .prefix_iterator_cf(store.hashes_cf(), [b't'])

@@ -46,13 +46,10 @@ fn build(dir: &Path, n: usize) {
 
 /// Opens the raw database (as an attacker with disk access would) and applies `f`.
 fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
-    // Every column family must be opened; "default" is added to the list by the crate.
-    let db = rocksdb::DB::open_cf(
-        &rocksdb::Options::default(),
-        dir.join("db"),
-        ["ids", "entries", "hashes"],
-    )
-    .unwrap();
+    // Every column family must be opened: those the store has, whatever its layout.
+    let path = dir.join("db");
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, families).unwrap();
     f(&db);
 }
 
