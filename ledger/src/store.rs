@@ -50,6 +50,14 @@ const META_LAYOUT: &[u8] = b"v";
 const IDS: &str = "ids";
 /// The column family of the leaf index (`l` keys, by epoch).
 const LEAVES: &str = "leaves";
+/// Every column family of this layout.
+const FAMILIES: [&str; 5] = [
+    rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+    IDS,
+    LEAVES,
+    ENTRIES,
+    HASHES,
+];
 /// Entries per epoch of the leaf index, 2^20: a lookup by leaf hash reads one key
 /// per epoch (ten at 10M entries), and compaction rewrites at most one epoch's keys.
 #[cfg(not(test))]
@@ -448,6 +456,28 @@ fn synced() -> WriteOptions {
     w
 }
 
+/// A key and its value, as RocksDB's iterators give them.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The keys of `family` (the default one if `None`) that start with `prefix`, in
+/// key order, with their values.
+fn prefixed<'a>(
+    db: &'a DB,
+    family: Option<&str>,
+    prefix: u8,
+) -> impl Iterator<Item = std::result::Result<KeyValue, rocksdb::Error>> + 'a {
+    let keys = match family {
+        Some(name) => db.prefix_iterator_cf(
+            db.cf_handle(name)
+                .expect("a store of the layout being migrated has this family"),
+            [prefix],
+        ),
+        None => db.prefix_iterator([prefix]),
+    };
+    // An error is passed on, for the caller to report.
+    keys.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.first() == Some(&prefix)))
+}
+
 /// Copies every default-family key that starts with one of `moves`' prefixes into
 /// that prefix's family, in unsynced batches; [`Store::finish_migration`] then removes
 /// the originals and records the layout in one synced batch, so a crash part-way
@@ -479,11 +509,8 @@ fn copy_prefixes(
                 prefix as char
             ))
         };
-        for item in db.prefix_iterator([prefix]) {
+        for item in prefixed(db, None, prefix) {
             let (k, v) = item.map_err(fail)?;
-            if k.first() != Some(&prefix) {
-                break;
-            }
             batch.put_cf(cf, k, v);
             copied += 1;
             // Bounded by bytes as well as keys: an entry may be 64 KiB.
@@ -523,21 +550,10 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
              layout, open it again to retry"
         ))
     };
-    let iter = match from {
-        Some(name) => db.prefix_iterator_cf(
-            db.cf_handle(name)
-                .expect("layouts 2 to 4 have the family `ids`"),
-            [b'l'],
-        ),
-        None => db.prefix_iterator([b'l']),
-    };
     let mut copied = 0u64;
     let mut batch = WriteBatch::default();
-    for item in iter {
+    for item in prefixed(db, from, b'l') {
         let (k, v) = item.map_err(fail)?;
-        if k.first() != Some(&b'l') {
-            break;
-        }
         let leaf = k.get(1..).and_then(|h| <&[u8; 32]>::try_from(h).ok());
         let (Some(leaf), Some(index)) = (leaf, be(&v).filter(|&i| i < size)) else {
             return Err(LedgerError::corrupt(format!(
@@ -581,25 +597,14 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
              open it again to retry"
         ))
     };
-    let iter = match from {
-        Some(name) => db.prefix_iterator_cf(
-            db.cf_handle(name)
-                .expect("a layout-3 store has the family `hashes`"),
-            [b'h'],
-        ),
-        None => db.prefix_iterator([b'h']),
-    };
     let mut tile = 0u64;
     let mut value: Vec<u8> = Vec::with_capacity(TILE_HASHES * 32);
     let mut batch = WriteBatch::default();
-    for item in iter {
+    for item in prefixed(db, from, b'h') {
         if tile == full {
             break;
         }
         let (k, v) = item.map_err(fail)?;
-        if k.first() != Some(&b'h') {
-            break;
-        }
         let index = k.get(1..).and_then(be).ok_or_else(|| {
             LedgerError::corrupt(format!(
                 "the tree hash key {} is malformed",
@@ -1242,16 +1247,8 @@ impl Store {
     pub fn flush_memtables(&self) -> Result<()> {
         let mut o = rocksdb::FlushOptions::default();
         o.set_wait(true);
-        let families: Vec<&ColumnFamily> = [
-            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
-            IDS,
-            LEAVES,
-            ENTRIES,
-            HASHES,
-        ]
-        .into_iter()
-        .map(|name| self.family(name))
-        .collect();
+        let families: Vec<&ColumnFamily> =
+            FAMILIES.into_iter().map(|name| self.family(name)).collect();
         self.db
             .flush_cfs_opt(&families, &o)
             .map_err(LedgerError::storage)
@@ -1922,20 +1919,17 @@ mod tests {
         let store = new_store(dir.path(), "custody.test/flush");
         store.commit(synthetic(store.size(), 300)).unwrap();
         let in_memtables = |s: &Store| -> u64 {
-            [
-                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
-                IDS,
-                LEAVES,
-                ENTRIES,
-                HASHES,
-            ]
-            .into_iter()
-            .map(|name| {
-                s.db.property_int_value_cf(s.family(name), "rocksdb.num-entries-active-mem-table")
+            FAMILIES
+                .into_iter()
+                .map(|name| {
+                    s.db.property_int_value_cf(
+                        s.family(name),
+                        "rocksdb.num-entries-active-mem-table",
+                    )
                     .unwrap()
                     .unwrap_or(0)
-            })
-            .sum()
+                })
+                .sum()
         };
         assert!(
             in_memtables(&store) > 0,
@@ -2527,29 +2521,20 @@ mod tests {
         let p = tree::prove_inclusion(350, cp.size, &store).unwrap();
         tree::verify_inclusion(&p, cp.size, cp.root, 350, leaves[349]).unwrap();
         store.verify_all(&mut |_, _| {}).unwrap();
-        for prefix in [b'd', b'e', b'h', b'l'] {
-            let left = store
-                .db
-                .prefix_iterator([prefix])
-                .next()
-                .map(|r| r.unwrap().0);
-            assert!(
-                left.is_none_or(|k| k[0] != prefix),
-                "old {prefix} keys removed"
+        // The originals: `d`, `e`, `h` and `l` in the default family, `h` in
+        // `hashes`, `l` in `ids`.
+        let old = [b'd', b'e', b'h', b'l'].map(|p| (None, p));
+        for (family, prefix) in old
+            .into_iter()
+            .chain([(Some(HASHES), b'h'), (Some(IDS), b'l')])
+        {
+            assert_eq!(
+                prefixed(&store.db, family, prefix).count(),
+                0,
+                "old '{}' keys removed from {family:?}",
+                prefix as char
             );
         }
-        let left = store
-            .db
-            .prefix_iterator_cf(store.hashes_cf(), [b'h'])
-            .next()
-            .map(|r| r.unwrap().0);
-        assert!(left.is_none_or(|k| k[0] != b'h'), "old h keys removed");
-        let left = store
-            .db
-            .prefix_iterator_cf(store.ids(), [b'l'])
-            .next()
-            .map(|r| r.unwrap().0);
-        assert!(left.is_none_or(|k| k[0] != b'l'), "old l keys removed");
         let leaf_keys = store
             .db
             .iterator_cf(store.leaves_cf(), rocksdb::IteratorMode::Start)
