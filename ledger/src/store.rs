@@ -304,7 +304,7 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
     // gain in appends or proofs: random proofs miss any cache of this size.)
-    let family = |memtable: usize, bloom: bool| {
+    let family = |memtable: usize, bloom: bool, cache: &Cache| {
         let mut f = Options::default();
         f.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut t = BlockBasedOptions::default();
@@ -312,21 +312,18 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
             t.set_bloom_filter(10.0, false);
             t.set_optimize_filters_for_memory(true);
             // Filters partitioned into 4 KiB blocks, like the index, and held in
-            // a cache of the family's own with the index (`ids_cache` above):
-            // outside any cache they grew ~1.5 B per entry without bound (35 MB
-            // at 22.5M entries). Their own cache keeps the data blocks that
-            // proofs read from evicting them. They stay in it until the log
-            // outgrows it (~40M entries); past that a check reads the partition it
-            // needs, usually from the page cache, and memory stays bounded.
+            // a block cache: outside any cache they grew ~1.5 B per entry without
+            // bound (35 MB at 22.5M entries). `ids` has a cache of its own
+            // (`ids_cache` above), which keeps the data blocks that proofs read from
+            // evicting them. They stay in it until the log outgrows it; past that a
+            // check reads the partition it needs, usually from the page cache, and
+            // memory stays bounded.
             t.set_partition_filters(true);
-            t.set_block_cache(&ids_cache);
-        } else {
-            // Reads hit (an entry, a hash below the tree size) or run in order
-            // (bundles, tiles): no filter. 4 KiB blocks: 16 KiB ones compress better
-            // but made random proofs 10-25% slower.
-            t.set_block_size(4 << 10);
-            t.set_block_cache(&cache);
         }
+        // 4 KiB blocks (RocksDB's default): 16 KiB ones compress better but made
+        // random proofs 10-25% slower.
+        t.set_block_size(4 << 10);
+        t.set_block_cache(cache);
         // Index (and filter) blocks in the block cache, charged to it, partitioned
         // into 4 KiB blocks cached like data, each file's top-level index and level
         // 0's pinned: outside the cache they grew with every table file (the
@@ -344,7 +341,10 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     };
     let families = vec![
         // Checkpoints, records, blobs, `u` copies: small.
-        (rocksdb::DEFAULT_COLUMN_FAMILY_NAME, family(4 << 20, false)),
+        (
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            family(4 << 20, false, &cache),
+        ),
         // 32-byte random keys, and most lookups miss (the de-duplication check of
         // every new event): a Bloom filter answers those without reading index
         // blocks. (Until layout 5 the leaf index shared this family and doubled its
@@ -356,7 +356,7 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         // data per rewrite: at 25M-27M entries the family's compactions wrote
         // 0.6-1.2 GB instead of 1.9-2.2 GB per 1.2M entries, for 16 MB more memory.
         (IDS, {
-            let mut f = family(16 << 20, true);
+            let mut f = family(16 << 20, true, &ids_cache);
             // Random keys and small values: LZ4 saved ~11 B per entry (3% of the
             // disk) and cost 17% of the compaction CPU (two fresh logs grown 0 -> 5M
             // alternated: 17.8 against 21.6 s of RocksDB background CPU). Files
@@ -372,13 +372,16 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
             f.set_level_zero_stop_writes_trigger(40);
             f
         }),
-        // The leaf index, read only by proofs asked for by leaf hash: no filter
-        // (a lookup reads a block per epoch), random bytes (no codec). Its keys are
+        // The leaf index, read only by proofs asked for by leaf hash, one key per
+        // epoch: a Bloom filter answers the epochs that do not hold the leaf
+        // (without one, each cost an index and a data block read: 0.5-0.8 ms a
+        // lookup at 12M entries); its partitions are cached with the data of
+        // `entries` and `hashes`, so memory stays bounded. Random bytes: no codec. Its keys are
         // random within the current epoch but after every older epoch's, so a
         // compaction merges only the current epoch's files and moves the others
         // down the levels unchanged.
         (LEAVES, {
-            let mut f = family(8 << 20, false);
+            let mut f = family(8 << 20, true, &cache);
             f.set_compression_type(rocksdb::DBCompressionType::None);
             // 16 MiB files (RocksDB's default is 64): the file that straddles the
             // current epoch's start, rewritten with it, is smaller. Eight level-0
@@ -391,10 +394,12 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         // Keys that only ever arrive in increasing order, each in a family of its
         // own, so a flushed file overlaps no older one and moves down the levels
         // without being rewritten.
-        (ENTRIES, family(16 << 20, false)),
+        // Reads hit (an entry, a hash below the tree size) or run in order
+        // (bundles, tiles): no filter.
+        (ENTRIES, family(16 << 20, false, &cache)),
         // Tiles of hashes, 16 KiB each: random bytes, which no codec shrinks.
         (HASHES, {
-            let mut f = family(8 << 20, false);
+            let mut f = family(8 << 20, false, &cache);
             f.set_compression_type(rocksdb::DBCompressionType::None);
             f
         }),
@@ -550,8 +555,11 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
              layout, open it again to retry"
         ))
     };
-    let mut copied = 0u64;
+    // Whatever an earlier attempt cut short left there goes first: the index is
+    // copied whole, and nothing else may answer a lookup.
     let mut batch = WriteBatch::default();
+    batch.delete_range_cf(leaves, b"l", b"m");
+    let mut copied = 0u64;
     for item in prefixed(db, from, b'l') {
         let (k, v) = item.map_err(fail)?;
         let leaf = k.get(1..).and_then(|h| <&[u8; 32]>::try_from(h).ok());
@@ -671,13 +679,16 @@ fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
     Ok(actors)
 }
 
-/// A migration that failed before it removed anything: drops the families it
-/// created (they hold only copies) and, when `migrating` into a `hashes` it did not
-/// create (layout 3, or a migration from 1 or 2 cut short after creating it), the
-/// tiles it wrote there, so the store is as it was, and answers `e`. Outside a
-/// migration (nothing created) it only answers `e`: a layout-4 store's tiles stay.
-fn undo(mut db: DB, created: &[&str], migrating: bool, e: LedgerError) -> LedgerError {
-    if migrating && !created.contains(&HASHES) {
+/// A migration from layout `from` that failed before it removed anything: drops the
+/// families it created (they hold only copies) and, when it wrote tiles (from
+/// layouts 1 to 3) into a `hashes` it did not create (layout 3, or a migration
+/// from 1 or 2 cut short after creating it), those tiles, so the store is as it
+/// was, and answers `e`. A layout-4 store's tiles are its own: they stay, as they
+/// do outside a migration (`from` None), where it only answers `e`. Copies left in
+/// a `leaves` it did not create (a migration cut short) are harmless: the next
+/// attempt clears them before it copies.
+fn undo(mut db: DB, created: &[&str], from: Option<u64>, e: LedgerError) -> LedgerError {
+    if from.is_some_and(|f| f <= 3) && !created.contains(&HASHES) {
         if let Some(hashes) = db.cf_handle(HASHES) {
             if let Err(d) = db.delete_range_cf(hashes, b"t", b"u") {
                 return LedgerError::new(
@@ -875,7 +886,7 @@ impl Store {
             );
             for (name, options) in &missing {
                 if let Err(e) = db.create_cf(name, options) {
-                    return Err(undo(db, &created, true, LedgerError::storage(e)));
+                    return Err(undo(db, &created, Some(from), LedgerError::storage(e)));
                 }
                 created.push(name);
             }
@@ -910,12 +921,12 @@ impl Store {
                 // Layout 1 keeps the leaf index in the default family, 2 to 4 in `ids`.
                 .and_then(|()| copy_leaf_index(&db, (from >= 2).then_some(IDS), size));
             if let Err(e) = copied {
-                return Err(undo(db, &created, true, e));
+                return Err(undo(db, &created, Some(from), e));
             }
         }
         let actors = match load_actors(&db) {
             Ok(a) => a,
-            Err(e) => return Err(undo(db, &created, from.is_some(), e)),
+            Err(e) => return Err(undo(db, &created, from, e)),
         };
         let store = Store {
             db,
@@ -935,7 +946,7 @@ impl Store {
         });
         let rebuilt = match loaded {
             Ok(rebuilt) => rebuilt,
-            Err(e) => return Err(undo(store.db, &created, from.is_some(), e)),
+            Err(e) => return Err(undo(store.db, &created, from, e)),
         };
         // Upper hashes that had no `u` key (layout 1, or one lost), now checked
         // against the root: written, so the next open reads them instead.
@@ -1053,9 +1064,10 @@ impl Store {
     }
 
     /// The last step of a migration from layout `from` (after [`copy_prefixes`],
-    /// [`write_tiles`], [`Store::load_upper`], the tree check on the copies and the
-    /// `u` keys layout 1 lacked): one synced batch removes the originals of the copied
-    /// keys and every `h` hash and records the layout.
+    /// [`write_tiles`], [`copy_leaf_index`], [`Store::load_upper`], the tree check
+    /// on the copies and the `u` keys layout 1 lacked): one synced batch removes the
+    /// originals of the copied keys, every `h` hash and the `l` keys left in `ids`,
+    /// and records the layout.
     fn finish_migration(&self, from: u64) -> Result<()> {
         // Key ranges [from, to) of the default family, and of `hashes`.
         let mut moved: Vec<[u8; 2]> = Vec::new();
@@ -1279,8 +1291,8 @@ impl Store {
             .sum::<u64>()
         };
         StoreMemory {
-            // Two caches: the default family's (shared with entries and hashes)
-            // and the one of `ids`.
+            // Two caches: the default family's (shared with entries, hashes and
+            // leaves) and the one of `ids`.
             block_cache: prop(default, "rocksdb.block-cache-usage")
                 + prop(self.ids(), "rocksdb.block-cache-usage"),
             table_readers: both("rocksdb.estimate-table-readers-mem"),
@@ -1339,9 +1351,17 @@ impl Store {
     pub fn index_of_leaf(&self, h: &LeafHash) -> Result<Option<Index>> {
         let epochs = self.size().div_ceil(1 << LEAF_EPOCH_BITS);
         let keys: Vec<[u8; 37]> = (0..epochs).map(|e| epoch_leaf_key(e, &h.0)).collect();
-        for got in self.db.batched_multi_get_cf(self.leaves_cf(), &keys, true) {
+        let got = self.db.batched_multi_get_cf(self.leaves_cf(), &keys, true);
+        for (epoch, got) in (0..).zip(got) {
             if let Some(v) = got.map_err(LedgerError::storage)? {
-                return Ok(be(&v));
+                return match be(&v) {
+                    Some(index) if index >> LEAF_EPOCH_BITS == epoch => Ok(Some(index)),
+                    _ => Err(LedgerError::corrupt(format!(
+                        "the leaf index places leaf hash {h} in epoch {epoch} at {}, not an \
+                         index of that epoch",
+                        hex::encode(&v)
+                    ))),
+                };
             }
         }
         Ok(None)
@@ -1889,7 +1909,21 @@ mod tests {
         assert!(epochs.is_sorted(), "keys in epoch order");
         assert_eq!(epochs.last(), Some(&3));
         drop(store);
-        check(&Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        check(&store);
+        // A key whose index is not of its epoch is named, not followed.
+        let odd = LeafHash([8; 32]);
+        store
+            .db
+            .put_cf(
+                store.leaves_cf(),
+                epoch_leaf_key(0, &odd.0),
+                300u64.to_be_bytes(),
+            )
+            .unwrap();
+        let e = store.index_of_leaf(&odd).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+        assert!(e.to_string().contains("epoch 0"), "{e}");
     }
 
     /// A store whose flush has finished reports no background work (the bench waits
@@ -2286,6 +2320,65 @@ mod tests {
         db.write(batch).unwrap();
         if !keep_leaves {
             db.drop_cf(LEAVES).unwrap();
+        }
+    }
+
+    /// A layout-4 store whose migration is refused (a key of its leaf index is
+    /// missing) keeps its own tiles and its layout, whether this attempt created
+    /// `leaves` or found it left by one cut short (then holding a stray key too);
+    /// with the key back, the next open migrates it, the stray key is gone and
+    /// proofs verify.
+    #[test]
+    fn a_refused_layout_4_migration_keeps_the_stores_tiles() {
+        for cut_short in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = new_store(dir.path(), "custody.test/layout");
+            store.commit(synthetic(1, 600)).unwrap();
+            let cp = store.checkpoint();
+            let leaf = store.leaf_hash(77).unwrap().unwrap();
+            drop(store);
+            move_leaf_index_back(dir.path(), cut_short);
+            let path = dir.path().join(DB_DIR);
+            let stray = LeafHash([7; 32]);
+            {
+                let (db, _) = open_db(&path, false).unwrap();
+                db.put(META_LAYOUT, 4u64.to_be_bytes()).unwrap();
+                let ids = db.cf_handle(IDS).unwrap();
+                db.delete_cf(ids, k(b'l', &leaf.0)).unwrap();
+                if cut_short {
+                    let leaves = db.cf_handle(LEAVES).unwrap();
+                    db.put_cf(leaves, leaf_key(5, &stray.0), 5u64.to_be_bytes())
+                        .unwrap();
+                }
+            }
+            let e = Store::open(dir.path()).unwrap_err();
+            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+            assert!(e.to_string().contains("holds 600 keys"), "{e}");
+            {
+                let (db, missing) = open_db(&path, false).unwrap();
+                assert_eq!(
+                    db.get(META_LAYOUT).unwrap(),
+                    Some(4u64.to_be_bytes().to_vec())
+                );
+                assert_eq!(prefixed(&db, Some(HASHES), b't').count(), 2, "tiles kept");
+                let missing: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+                let expected: &[&str] = if cut_short { &[] } else { &[LEAVES] };
+                assert_eq!(missing, expected);
+                let ids = db.cf_handle(IDS).unwrap();
+                db.put_cf(ids, k(b'l', &leaf.0), 77u64.to_be_bytes())
+                    .unwrap();
+            }
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.checkpoint(), cp);
+            assert_eq!(store.index_of_leaf(&leaf).unwrap(), Some(77));
+            assert_eq!(
+                store.index_of_leaf(&stray).unwrap(),
+                None,
+                "stray key cleared"
+            );
+            let p = tree::prove_inclusion(77, cp.size, &store).unwrap();
+            tree::verify_inclusion(&p, cp.size, cp.root, 77, leaf).unwrap();
+            store.verify_all(&mut |_, _| {}).unwrap();
         }
     }
 
