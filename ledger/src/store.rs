@@ -299,7 +299,7 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // 5 flushes of `ids` instead of 11, RocksDB's background CPU 2.6-2.7 µs per
     // append instead of 7.9-10.4, with the `leaves` settings below.)
     o.set_max_total_wal_size(128 << 20);
-    // Every family: LZ4 (but `ids` and `hashes`, below), memtables bounded (two per
+    // Every family: LZ4 (but `ids`, `leaves` and `hashes`, below), memtables bounded (two per
     // family), so that with the block cache what RocksDB holds in memory is bounded
     // whatever the log's size. (32 MiB
     // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
@@ -347,9 +347,10 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         ),
         // 32-byte random keys, and most lookups miss (the de-duplication check of
         // every new event): a Bloom filter answers those without reading index
-        // blocks. (Until layout 5 the leaf index shared this family and doubled its
-        // keys, its filters and its compactions.) (Ribbon filters take ~30% less memory but cost enough CPU to build,
-        // at every flush and compaction, to cut batch appends by ~15% on 2 cores.)
+        // blocks. (Until layout 5 the leaf index shared this family and doubled
+        // its keys, its filters and its compactions.) (Ribbon filters take ~30%
+        // less memory but cost enough CPU to build, at every flush and compaction,
+        // to cut batch appends by ~15% on 2 cores.)
         // Random keys: every file flushed to level 0 overlaps the whole base level,
         // so each level-0 compaction rewrites all of it. 16 MiB memtables and 8
         // level-0 files per compaction (instead of 8 MiB and 4) merge 4x as much new
@@ -376,10 +377,10 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
         // epoch: a Bloom filter answers the epochs that do not hold the leaf
         // (without one, each cost an index and a data block read: 0.5-0.8 ms a
         // lookup at 12M entries); its partitions are cached with the data of
-        // `entries` and `hashes`, so memory stays bounded. Random bytes: no codec. Its keys are
-        // random within the current epoch but after every older epoch's, so a
-        // compaction merges only the current epoch's files and moves the others
-        // down the levels unchanged.
+        // `entries` and `hashes`, so memory stays bounded. Random bytes: no codec.
+        // Its keys are random within the current epoch but after every older
+        // epoch's, so a compaction merges only the current epoch's files and moves
+        // the others down the levels unchanged.
         (LEAVES, {
             let mut f = family(8 << 20, true, &cache);
             f.set_compression_type(rocksdb::DBCompressionType::None);
@@ -560,6 +561,7 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(leaves, b"l", b"m");
     let mut copied = 0u64;
+    let mut next_report = 1_000_000u64;
     for item in prefixed(db, from, b'l') {
         let (k, v) = item.map_err(fail)?;
         let leaf = k.get(1..).and_then(|h| <&[u8; 32]>::try_from(h).ok());
@@ -575,8 +577,9 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
         copied += 1;
         if batch.len() >= 100_000 {
             db.write(std::mem::take(&mut batch)).map_err(fail)?;
-            if copied.is_multiple_of(1_000_000) {
+            if copied >= next_report {
                 eprintln!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
+                next_report = copied + 1_000_000;
             }
         }
     }
@@ -1421,8 +1424,8 @@ impl Store {
     }
 
     /// Commits a group: assigns indices from the current size, writes entries, the
-    /// tiles of hashes it completes, the de-duplication and leaf indexes, actor and case changes and the new
-    /// signed checkpoint in ONE synced write batch.
+    /// tiles of hashes it completes, the de-duplication and leaf indexes, actor and
+    /// case changes and the new signed checkpoint in ONE synced write batch.
     pub fn commit(&self, group: Vec<NewEntry>) -> Result<Committed> {
         let _writer = self.commit_lock.lock().expect("commit lock");
         let start = self.size();
