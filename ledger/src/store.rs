@@ -593,6 +593,12 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether a migration from layout `from` writes tiles: layouts 1 to 3 kept every
+/// stored hash as an `h` key; from layout 4 on the tiles are the store's own.
+fn writes_tiles(from: u64) -> bool {
+    from <= 3
+}
+
 /// Writes the `t` key of every full tile of a tree of `size` from the `h` keys of
 /// layouts 1 to 3 (one per stored hash, in the family `from`, default if `None`), in
 /// unsynced batches. [`Store::finish_migration`] then removes the `h` keys; a crash
@@ -691,7 +697,7 @@ fn load_actors(db: &DB) -> Result<HashMap<KeyId, Actor>> {
 /// a `leaves` it did not create (a migration cut short) are harmless: the next
 /// attempt clears them before it copies.
 fn undo(mut db: DB, created: &[&str], from: Option<u64>, e: LedgerError) -> LedgerError {
-    if from.is_some_and(|f| f <= 3) && !created.contains(&HASHES) {
+    if from.is_some_and(writes_tiles) && !created.contains(&HASHES) {
         if let Some(hashes) = db.cf_handle(HASHES) {
             if let Err(d) = db.delete_range_cf(hashes, b"t", b"u") {
                 return LedgerError::new(
@@ -917,9 +923,12 @@ impl Store {
                     }
                 })
                 // Layouts 1 and 2 keep the `h` hashes in the default family.
-                .and_then(|()| match from {
-                    ..=3 => write_tiles(&db, (from == 3).then_some(HASHES), size),
-                    _ => Ok(()),
+                .and_then(|()| {
+                    if writes_tiles(from) {
+                        write_tiles(&db, (from == 3).then_some(HASHES), size)
+                    } else {
+                        Ok(())
+                    }
                 })
                 // Layout 1 keeps the leaf index in the default family, 2 to 4 in `ids`.
                 .and_then(|()| copy_leaf_index(&db, (from >= 2).then_some(IDS), size));
@@ -1282,16 +1291,10 @@ impl Store {
         let default = self.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
         // Per family, except the block caches.
         let both = |name: &str| {
-            [
-                default,
-                self.ids(),
-                self.leaves_cf(),
-                self.entries_cf(),
-                self.hashes_cf(),
-            ]
-            .into_iter()
-            .map(|cf| prop(cf, name))
-            .sum::<u64>()
+            FAMILIES
+                .into_iter()
+                .map(|f| prop(self.family(f), name))
+                .sum::<u64>()
         };
         StoreMemory {
             // Two caches: the default family's (shared with entries, hashes and
@@ -1316,33 +1319,24 @@ impl Store {
     /// store is idle.
     pub fn background_jobs(&self) -> u64 {
         let db_wide = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        let due = |cf: Option<&ColumnFamily>| {
+        let due = |cf: &ColumnFamily| {
             [
                 "rocksdb.compaction-pending",
                 "rocksdb.mem-table-flush-pending",
             ]
             .into_iter()
             .map(|name| {
-                let v = match cf {
-                    Some(cf) => self.db.property_int_value_cf(cf, name),
-                    None => self.db.property_int_value(name),
-                };
+                let v = self.db.property_int_value_cf(cf, name);
                 v.ok().flatten().unwrap_or(0).min(1)
             })
             .sum::<u64>()
         };
         db_wide("rocksdb.num-running-compactions")
             + db_wide("rocksdb.num-running-flushes")
-            + due(None)
-            + [
-                self.ids(),
-                self.leaves_cf(),
-                self.entries_cf(),
-                self.hashes_cf(),
-            ]
-            .into_iter()
-            .map(|cf| due(Some(cf)))
-            .sum::<u64>()
+            + FAMILIES
+                .into_iter()
+                .map(|f| due(self.family(f)))
+                .sum::<u64>()
     }
 
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
