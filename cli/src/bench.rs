@@ -91,6 +91,12 @@ pub struct Args {
     /// (GET /v1/proofs/inclusion?index=I&tree_size=S, S the checkpoint at the start).
     #[arg(long, value_name = "Q")]
     proofs: Option<u64>,
+    /// With --proofs: ask for each proof by the entry's leaf hash
+    /// (?leaf_hash=H&tree_size=S), as an adjudicator holding a bundle does, instead
+    /// of by index. The leaf hashes are read from the log's tiles before the timed
+    /// part: Q/16 random tiles (all of them if fewer), 16 random entries of each.
+    #[arg(long, requires = "proofs")]
+    by_leaf_hash: bool,
     /// Seconds for each Ed25519 limit measurement: strict and batch before the load,
     /// batch again after it (0 skips them).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
@@ -1030,13 +1036,29 @@ fn bench_proofs(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
+    let mut random = move |below: u64| {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % below
+    };
+    let asked: Vec<(u64, String)> = if args.by_leaf_hash {
+        leaf_hashes_of_random_entries(client, cp.size, q, &mut random)?
+            .into_iter()
+            .map(|(index, leaf)| (index, format!("leaf_hash={leaf}")))
+            .collect()
+    } else {
+        (0..q)
+            .map(|_| {
+                let index = random(cp.size);
+                (index, format!("index={index}"))
+            })
+            .collect()
+    };
     let jobs: Vec<Job> = (0..q)
-        .map(|seq| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let index = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % cp.size;
-            let path = format!("/v1/proofs/inclusion?index={index}&tree_size={}", cp.size);
+        .zip(asked)
+        .map(|(seq, (index, by))| {
+            let path = format!("/v1/proofs/inclusion?{by}&tree_size={}", cp.size);
             Job {
                 request: Mutex::new(Some(target.request("GET", &path, None))),
                 seq,
@@ -1047,8 +1069,13 @@ fn bench_proofs(
         .collect();
     let sample_at = sample_points(q, args.sample);
     eprintln!(
-        "{q} inclusion proof requests for random entries of the tree of size {}",
-        cp.size
+        "{q} inclusion proof requests for random entries of the tree of size {}, by {}",
+        cp.size,
+        if args.by_leaf_hash {
+            "leaf hash"
+        } else {
+            "index"
+        }
     );
     let mut drive = drive(
         client,
@@ -1116,15 +1143,83 @@ fn bench_proofs(
         }
     }
     drive.sample_failures.extend(failures);
-    Ok(Report::from_drive(
-        "proofs",
-        client.url(""),
-        args,
-        q,
-        &sample_at,
-        drive,
-        None,
-    ))
+    let mut report = Report::from_drive("proofs", client.url(""), args, q, &sample_at, drive, None);
+    report.proofs_by = Some(if args.by_leaf_hash {
+        "leaf_hash"
+    } else {
+        "index"
+    });
+    Ok(report)
+}
+
+/// `q` random entries of the tree of `size` and their leaf hashes, read from the
+/// log's level-0 tiles (each tile's 256 leaf hashes in one request, verified later
+/// by the proofs themselves): q/16 random tiles, or every tile if there are fewer,
+/// and random entries of each. Shows progress: at 10M entries and 200,000 proofs
+/// this reads 12,500 tiles (100 MB).
+fn leaf_hashes_of_random_entries(
+    client: &Client,
+    size: u64,
+    q: u64,
+    random: &mut impl FnMut(u64) -> u64,
+) -> Result<Vec<(u64, LeafHash)>> {
+    let width = ledger::tree::TILE_WIDTH;
+    let tiles = size.div_ceil(width);
+    let wanted = q.div_ceil(16).min(tiles);
+    let mut picked: Vec<u64> = if wanted == tiles {
+        (0..tiles).collect()
+    } else {
+        let mut set = std::collections::BTreeSet::new();
+        while (set.len() as u64) < wanted {
+            set.insert(random(tiles));
+        }
+        set.into_iter().collect()
+    };
+    picked.sort_unstable();
+    let mut leaves: Vec<Vec<LeafHash>> = Vec::with_capacity(picked.len());
+    let started = Instant::now();
+    let mut shown = Instant::now();
+    for (done, &n) in picked.iter().enumerate() {
+        let tile = ledger::tree::TileRef {
+            level: Some(0),
+            n,
+            width: (size - n * width).min(width) as u32,
+        };
+        let path = format!("/tile/{}", tile.path());
+        let bytes = client
+            .get_bytes(&path)
+            .with_context(|| format!("reading leaf hashes for --by-leaf-hash from {path}"))?;
+        if bytes.len() != tile.width as usize * 32 {
+            bail!(
+                "{path} is {} bytes; a tile of {} leaf hashes has {}",
+                bytes.len(),
+                tile.width,
+                tile.width * 32
+            );
+        }
+        leaves.push(
+            bytes
+                .chunks_exact(32)
+                .map(|h| LeafHash(h.try_into().expect("32 bytes")))
+                .collect(),
+        );
+        if shown.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "reading leaf hashes: {} of {} tiles ({:.0} s)",
+                done + 1,
+                picked.len(),
+                started.elapsed().as_secs_f64()
+            );
+            shown = Instant::now();
+        }
+    }
+    Ok((0..q)
+        .map(|_| {
+            let t = random(picked.len() as u64) as usize;
+            let k = random(leaves[t].len() as u64) as usize;
+            (picked[t] * width + k as u64, leaves[t][k])
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -1447,6 +1542,8 @@ fn progress(
 
 struct Report {
     mode: &'static str,
+    /// What proofs were asked for by: "index" or "leaf_hash" (proof runs only).
+    proofs_by: Option<&'static str>,
     node: String,
     connections: usize,
     pipeline: usize,
@@ -1517,6 +1614,7 @@ impl Report {
         let sample_wanted = sample_at.iter().filter(|&&i| i < drive.sent).count() as u64;
         Report {
             mode,
+            proofs_by: None,
             node,
             connections: args.connections,
             pipeline: args.pipeline,
@@ -1606,6 +1704,7 @@ impl Report {
         };
         let mut out = json!({
             "mode": self.mode,
+            "proofs_by": self.proofs_by,
             "node": self.node,
             "connections": self.connections,
             "pipeline": self.pipeline,
@@ -1714,8 +1813,9 @@ impl Report {
                 self.planned, self.batch
             ),
             _ => format!(
-                "{} inclusion proofs (GET /v1/proofs/inclusion)",
-                self.planned
+                "{} inclusion proofs by {} (GET /v1/proofs/inclusion)",
+                self.planned,
+                self.proofs_by.unwrap_or("index").replace('_', " ")
             ),
         };
         let pipelined = if self.pipeline > 1 {

@@ -178,7 +178,28 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         ],
     );
     assert_eq!(proofs["mode"], "proofs");
+    assert_eq!(proofs["proofs_by"], "index");
     assert_clean(&proofs, "proofs");
+    // By leaf hash, as an adjudicator asks: the leaf hashes read from the log's
+    // tiles first (full ones and the partial one at its right edge), each answer
+    // checked to name the entry whose leaf hash was asked for.
+    let by_leaf = bench(
+        &node,
+        work.path(),
+        &[
+            "--proofs",
+            "500",
+            "--by-leaf-hash",
+            "--connections",
+            "4",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(by_leaf["proofs_by"], "leaf_hash", "{by_leaf:#}");
+    assert_clean(&by_leaf, "proofs");
     // Proofs commit nothing: no commit figures, rather than zeros.
     assert!(proofs["node_commits"].is_null(), "{proofs:#}");
     assert!(
