@@ -94,7 +94,8 @@ pub struct Args {
     /// With --proofs: ask for each proof by the entry's leaf hash
     /// (?leaf_hash=H&tree_size=S), as an adjudicator holding a bundle does, instead
     /// of by index. The leaf hashes are read from the log's tiles before the timed
-    /// part: Q/16 random tiles (all of them if fewer), 16 random entries of each.
+    /// part: Q/16 random tiles (all of them if fewer, at most 16,384), and random
+    /// entries of each.
     #[arg(long, requires = "proofs")]
     by_leaf_hash: bool,
     /// Seconds for each Ed25519 limit measurement: strict and batch before the load,
@@ -1152,11 +1153,14 @@ fn bench_proofs(
     Ok(report)
 }
 
-/// `q` random entries of the tree of `size` and their leaf hashes, read from the
-/// log's level-0 tiles (each tile's 256 leaf hashes in one request, verified later
-/// by the proofs themselves): q/16 random tiles, or every tile if there are fewer,
-/// and random entries of each. Shows progress: at 10M entries and 200,000 proofs
-/// this reads 12,500 tiles (100 MB).
+/// Most tiles `--by-leaf-hash` reads before the timed part (128 MiB of leaf hashes).
+const MAX_LEAF_TILES: u64 = 16_384;
+
+/// `q` random entries of the tree of `size` and their leaf hashes, in random order,
+/// read from the log's level-0 tiles (each tile's leaf hashes in one request; the
+/// proofs later verify them): q/16 random tiles (all of them if fewer, at most
+/// [`MAX_LEAF_TILES`]) and random entries of each. Shows progress: at 10M entries
+/// and 200,000 proofs this reads 12,500 tiles (100 MB).
 fn leaf_hashes_of_random_entries(
     client: &Client,
     size: u64,
@@ -1165,8 +1169,8 @@ fn leaf_hashes_of_random_entries(
 ) -> Result<Vec<(u64, LeafHash)>> {
     let width = ledger::tree::TILE_WIDTH;
     let tiles = size.div_ceil(width);
-    let wanted = q.div_ceil(16).min(tiles);
-    let mut picked: Vec<u64> = if wanted == tiles {
+    let wanted = q.div_ceil(16).min(tiles).min(MAX_LEAF_TILES);
+    let picked: Vec<u64> = if wanted == tiles {
         (0..tiles).collect()
     } else {
         let mut set = std::collections::BTreeSet::new();
@@ -1175,8 +1179,8 @@ fn leaf_hashes_of_random_entries(
         }
         set.into_iter().collect()
     };
-    picked.sort_unstable();
-    let mut leaves: Vec<Vec<LeafHash>> = Vec::with_capacity(picked.len());
+    let per_tile = q.div_ceil(wanted);
+    let mut asked = Vec::with_capacity((per_tile * wanted) as usize);
     let started = Instant::now();
     let mut shown = Instant::now();
     for (done, &n) in picked.iter().enumerate() {
@@ -1197,12 +1201,12 @@ fn leaf_hashes_of_random_entries(
                 tile.width * 32
             );
         }
-        leaves.push(
-            bytes
-                .chunks_exact(32)
-                .map(|h| LeafHash(h.try_into().expect("32 bytes")))
-                .collect(),
-        );
+        for _ in 0..per_tile {
+            let k = random(u64::from(tile.width));
+            let at = k as usize * 32;
+            let leaf = LeafHash(bytes[at..at + 32].try_into().expect("32 bytes"));
+            asked.push((n * width + k, leaf));
+        }
         if shown.elapsed() >= Duration::from_secs(1) {
             eprintln!(
                 "reading leaf hashes: {} of {} tiles ({:.0} s)",
@@ -1213,13 +1217,12 @@ fn leaf_hashes_of_random_entries(
             shown = Instant::now();
         }
     }
-    Ok((0..q)
-        .map(|_| {
-            let t = random(picked.len() as u64) as usize;
-            let k = random(leaves[t].len() as u64) as usize;
-            (picked[t] * width + k as u64, leaves[t][k])
-        })
-        .collect())
+    // Shuffled, so that requests in a row do not read the same tile (Fisher-Yates).
+    for i in (1..asked.len()).rev() {
+        asked.swap(i, random(i as u64 + 1) as usize);
+    }
+    asked.truncate(q as usize);
+    Ok(asked)
 }
 
 #[derive(Deserialize)]
