@@ -163,10 +163,11 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         assert!(value(&name) > 0.0, "{name} is zero:\n{metrics}");
     }
 
-    let proofs = bench(
-        &node,
-        work.path(),
-        &[
+    // By index, then by leaf hash as an adjudicator asks: the leaf hashes are read
+    // from the log's tiles first (full ones and the partial one at its right edge),
+    // and each answer must name the entry whose leaf hash was asked for.
+    for (by, flag) in [("index", None), ("leaf_hash", Some("--by-leaf-hash"))] {
+        let mut args = vec![
             "--proofs",
             "500",
             "--connections",
@@ -175,39 +176,21 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
             "20",
             "--duration",
             "5",
-        ],
-    );
-    assert_eq!(proofs["mode"], "proofs");
-    assert_eq!(proofs["proofs_by"], "index");
-    assert_clean(&proofs, "proofs");
-    // By leaf hash, as an adjudicator asks: the leaf hashes read from the log's
-    // tiles first (full ones and the partial one at its right edge), each answer
-    // checked to name the entry whose leaf hash was asked for.
-    let by_leaf = bench(
-        &node,
-        work.path(),
-        &[
-            "--proofs",
-            "500",
-            "--by-leaf-hash",
-            "--connections",
-            "4",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ],
-    );
-    assert_eq!(by_leaf["proofs_by"], "leaf_hash", "{by_leaf:#}");
-    assert_clean(&by_leaf, "proofs");
-    // Proofs commit nothing: no commit figures, rather than zeros.
-    assert!(proofs["node_commits"].is_null(), "{proofs:#}");
-    assert!(
-        proofs["node_usage"]["serving_cpu_us_per_proof"]
-            .as_f64()
-            .is_some_and(|v| v > 0.0),
-        "the node's CPU per proof is reported: {proofs:#}"
-    );
+        ];
+        args.extend(flag);
+        let proofs = bench(&node, work.path(), &args);
+        assert_eq!(proofs["mode"], "proofs");
+        assert_eq!(proofs["proofs_by"], by, "{proofs:#}");
+        assert_clean(&proofs, "proofs");
+        // Proofs commit nothing: no commit figures, rather than zeros.
+        assert!(proofs["node_commits"].is_null(), "{proofs:#}");
+        assert!(
+            proofs["node_usage"]["serving_cpu_us_per_proof"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "the node's CPU per proof is reported: {proofs:#}"
+        );
+    }
 
     // Pipelined: each connection writes 8 requests before reading their answers,
     // which the node must send back whole and in order.
