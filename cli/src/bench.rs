@@ -87,8 +87,9 @@ pub struct Args {
     /// Receipts (or proofs) to verify cryptographically, spread over the run.
     #[arg(long, value_name = "K", default_value_t = 100)]
     sample: u64,
-    /// Instead of appending, send Q inclusion proof requests for random indices
-    /// (GET /v1/proofs/inclusion?index=I&tree_size=S, S the checkpoint at the start).
+    /// Instead of appending, send Q inclusion proof requests for random entries
+    /// (GET /v1/proofs/inclusion?index=I&tree_size=S, S the checkpoint at the start;
+    /// by leaf hash with --by-leaf-hash).
     #[arg(long, value_name = "Q")]
     proofs: Option<u64>,
     /// With --proofs: ask for each proof by the entry's leaf hash
@@ -1043,22 +1044,22 @@ fn bench_proofs(
         x ^= x >> 27;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d) % below
     };
-    let asked: Vec<(u64, String)> = if args.by_leaf_hash {
+    // (index, leaf hash asked for) per request; the leaf hash only --by-leaf-hash.
+    let asked: Vec<(u64, Option<LeafHash>)> = if args.by_leaf_hash {
         leaf_hashes_of_random_entries(client, cp.size, q, &mut random)?
             .into_iter()
-            .map(|(index, leaf)| (index, format!("leaf_hash={leaf}")))
+            .map(|(index, leaf)| (index, Some(leaf)))
             .collect()
     } else {
-        (0..q)
-            .map(|_| {
-                let index = random(cp.size);
-                (index, format!("index={index}"))
-            })
-            .collect()
+        (0..q).map(|_| (random(cp.size), None)).collect()
     };
     let jobs: Vec<Job> = (0..q)
-        .zip(asked)
-        .map(|(seq, (index, by))| {
+        .zip(&asked)
+        .map(|(seq, &(index, leaf))| {
+            let by = match leaf {
+                Some(leaf) => format!("leaf_hash={leaf}"),
+                None => format!("index={index}"),
+            };
             let path = format!("/v1/proofs/inclusion?{by}&tree_size={}", cp.size);
             Job {
                 request: Mutex::new(Some(target.request("GET", &path, None))),
@@ -1094,7 +1095,13 @@ fn bench_proofs(
             let Ok(head) = serde_json::from_slice::<ProofHead>(&bytes) else {
                 return w.fail("unreadable_answer", 1);
             };
-            if head.index != job.first || head.tree_size != cp.size {
+            // By leaf hash, the answer must also carry the hash asked for: the
+            // hashes came from the node's own tiles, which the index check alone
+            // would trust.
+            let leaf_differs = asked[job.seq as usize]
+                .1
+                .is_some_and(|leaf| LeafHash::parse(head.leaf_hash).ok() != Some(leaf));
+            if head.index != job.first || head.tree_size != cp.size || leaf_differs {
                 return w.fail("wrong_proof", 1);
             }
             if sample_at.binary_search(&job.seq).is_ok() {
@@ -1157,8 +1164,9 @@ fn bench_proofs(
 const MAX_LEAF_TILES: u64 = 16_384;
 
 /// `q` random entries of the tree of `size` and their leaf hashes, in random order,
-/// read from the log's level-0 tiles (each tile's leaf hashes in one request; the
-/// proofs later verify them): q/16 random tiles (all of them if fewer, at most
+/// read from the log's level-0 tiles (each tile's leaf hashes in one request; each
+/// answer must carry the hash asked for, and the sampled ones verify against the
+/// signed root): q/16 random tiles (all of them if fewer, at most
 /// [`MAX_LEAF_TILES`]) and random entries of each. Shows progress: at 10M entries
 /// and 200,000 proofs this reads 12,500 tiles (100 MB).
 fn leaf_hashes_of_random_entries(
@@ -1190,12 +1198,17 @@ fn leaf_hashes_of_random_entries(
             width: (size - n * width).min(width) as u32,
         };
         let path = format!("/tile/{}", tile.path());
-        let bytes = client
-            .get_bytes(&path)
-            .with_context(|| format!("reading leaf hashes for --by-leaf-hash from {path}"))?;
+        let bytes = client.get_bytes(&path).with_context(|| {
+            format!(
+                "reading leaf hashes for --by-leaf-hash from {path}: the node must serve the \
+                 log's C2SP tiles; without them, run the proofs by index (drop --by-leaf-hash)"
+            )
+        })?;
         if bytes.len() != tile.width as usize * 32 {
             bail!(
-                "{path} is {} bytes; a tile of {} leaf hashes has {}",
+                "{path} is {} bytes, but a tile of {} leaf hashes has {}: the node does not \
+                 serve C2SP hash tiles as this bench reads them; run the proofs by index \
+                 (drop --by-leaf-hash)",
                 bytes.len(),
                 tile.width,
                 tile.width * 32
@@ -1226,8 +1239,10 @@ fn leaf_hashes_of_random_entries(
 }
 
 #[derive(Deserialize)]
-struct ProofHead {
+struct ProofHead<'a> {
     index: u64,
+    /// Hex: borrowed from the answer, parsed only when it is checked.
+    leaf_hash: &'a str,
     tree_size: u64,
 }
 

@@ -165,7 +165,8 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
 
     // By index, then by leaf hash as an adjudicator asks: the leaf hashes are read
     // from the log's tiles first (full ones and the partial one at its right edge),
-    // and each answer must name the entry whose leaf hash was asked for.
+    // and each answer must name the entry asked for and carry the leaf hash asked
+    // for.
     for (by, flag) in [("index", None), ("leaf_hash", Some("--by-leaf-hash"))] {
         let mut args = vec![
             "--proofs",
