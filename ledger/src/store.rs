@@ -2320,6 +2320,25 @@ mod tests {
         }
     }
 
+    /// Opens the store in `dir`, which must be refused as corrupt with a message
+    /// holding each of `names`; reopens its database as the attempt left it, checks
+    /// that it still says layout `layout`, and answers it with the families of this
+    /// layout it lacks.
+    fn refused(dir: &Path, names: &[&str], layout: u64) -> (DB, Vec<&'static str>) {
+        let e = Store::open(dir).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
+        for name in names {
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        let (db, missing) = open_db(&dir.join(DB_DIR), false).unwrap();
+        assert_eq!(
+            db.get(META_LAYOUT).unwrap(),
+            Some(layout.to_be_bytes().to_vec()),
+            "still layout {layout}"
+        );
+        (db, missing.into_iter().map(|(name, _)| name).collect())
+    }
+
     /// A layout-4 store whose migration is refused (a key of its leaf index is
     /// missing) keeps its own tiles and its layout, whether this attempt created
     /// `leaves` or found it left by one cut short (then holding a stray key too);
@@ -2348,17 +2367,9 @@ mod tests {
                         .unwrap();
                 }
             }
-            let e = Store::open(dir.path()).unwrap_err();
-            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-            assert!(e.to_string().contains("holds 600 keys"), "{e}");
             {
-                let (db, missing) = open_db(&path, false).unwrap();
-                assert_eq!(
-                    db.get(META_LAYOUT).unwrap(),
-                    Some(4u64.to_be_bytes().to_vec())
-                );
+                let (db, missing) = refused(dir.path(), &["holds 600 keys"], 4);
                 assert_eq!(prefixed(&db, Some(HASHES), b't').count(), 2, "tiles kept");
-                let missing: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
                 let expected: &[&str] = if cut_short { &[] } else { &[LEAVES] };
                 assert_eq!(missing, expected);
                 let ids = db.cf_handle(IDS).unwrap();
@@ -2423,21 +2434,14 @@ mod tests {
                 db.drop_cf(ENTRIES).unwrap();
                 db.drop_cf(HASHES).unwrap();
             }
-            let e = Store::open(dir.path()).unwrap_err();
-            assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-            assert!(e.to_string().contains(damage.named()), "{e}");
+            let (_db, missing) = refused(dir.path(), &[damage.named()], 2);
+            assert_eq!(missing.len(), 3);
             let mut families = DB::list_cf(&Options::default(), &path).unwrap();
             families.sort();
             assert_eq!(
                 families,
                 ["default", "ids"],
                 "the families it created are gone"
-            );
-            let (db, missing) = open_db(&path, false).unwrap();
-            assert_eq!(missing.len(), 3);
-            assert_eq!(
-                db.get(META_LAYOUT).unwrap(),
-                Some(2u64.to_be_bytes().to_vec())
             );
         }
     }
@@ -2449,7 +2453,9 @@ mod tests {
     #[test]
     fn a_refused_migration_removes_the_tiles_it_wrote() {
         for layout in [3u64, 2] {
-            for damage in [Damage::Upper, Damage::Hole] {
+            // None: a key of the leaf index missing, which the migration finds only
+            // after it has written the tiles (the other two stop it before).
+            for damage in [Some(Damage::Upper), Some(Damage::Hole), None] {
                 let (dir, path) = layout_3_store(600);
                 {
                     let (db, _) = open_db(&path, false).unwrap();
@@ -2469,29 +2475,22 @@ mod tests {
                     }
                     match (layout, damage) {
                         // The hole in tile 1: tile 0 is written first.
-                        (3, Damage::Hole) => {
+                        (3, Some(Damage::Hole)) => {
                             batch.delete_cf(hashes, hash_key(tlog_tiles::stored_hash_index(1, 200)))
                         }
-                        _ => damage.apply(&mut batch),
+                        (_, Some(damage)) => damage.apply(&mut batch),
+                        (_, None) => {
+                            let (key, _) = prefixed(&db, Some(IDS), b'l').next().unwrap().unwrap();
+                            batch.delete_cf(db.cf_handle(IDS).unwrap(), key);
+                        }
                     }
                     db.write(batch).unwrap();
                 }
-                let e = Store::open(dir.path()).unwrap_err();
-                assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-                let (db, missing) = open_db(&path, false).unwrap();
-                let missing: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+                let (db, missing) = refused(dir.path(), &[], layout);
                 assert_eq!(missing, [LEAVES], "the family it created is gone");
                 assert_eq!(
-                    db.get(META_LAYOUT).unwrap(),
-                    Some(layout.to_be_bytes().to_vec())
-                );
-                let hashes = db.cf_handle(HASHES).unwrap();
-                let first = db
-                    .prefix_iterator_cf(hashes, [b't'])
-                    .next()
-                    .map(|r| r.unwrap().0);
-                assert!(
-                    first.is_none_or(|k| k[0] != b't'),
+                    prefixed(&db, Some(HASHES), b't').count(),
+                    0,
                     "no tile left behind (layout {layout})"
                 );
             }
@@ -2508,14 +2507,7 @@ mod tests {
             let (db, _) = open_db(&path, false).unwrap();
             db.put(upper_key(UPPER_LEVEL, 0), [0u8; 32]).unwrap();
         }
-        let e = Store::open(dir.path()).unwrap_err();
-        assert_eq!(e.code, crate::error::Code::Corrupt, "{e}");
-        assert!(e.to_string().contains("(level 8, 0)"), "{e}");
-        let (db, _) = open_db(&path, false).unwrap();
-        assert_eq!(
-            db.get(META_LAYOUT).unwrap(),
-            Some(3u64.to_be_bytes().to_vec())
-        );
+        refused(dir.path(), &["(level 8, 0)"], 3);
     }
 
     #[derive(Clone, Copy)]
