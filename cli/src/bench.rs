@@ -537,6 +537,125 @@ struct NodeUsage {
     /// `custody_commit_seconds`: (upper bound in seconds, commits at most that
     /// long so far), in the node's order; empty if the node does not report it.
     commits: Vec<(f64, u64)>,
+    /// Where single and batch appends spent their time, so far.
+    single_stages: Option<Vec<Stage>>,
+    batch_stages: Option<Vec<Stage>>,
+}
+
+/// One stage of the node's appends ([`NodeUsage`]), so far: the seconds requests
+/// spent in it, summed, and the requests timed.
+#[derive(Debug, Clone, PartialEq)]
+struct Stage {
+    name: String,
+    secs: f64,
+    requests: f64,
+    /// (upper bound in seconds, requests at most that long so far), `+Inf` last;
+    /// empty for batch appends, whose stages the node reports as totals only.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Stage {
+    /// Batch appends' stages: `custody_batch_requests_total` and
+    /// `custody_batch_stage_seconds_total{stage="…"}`, in the node's order.
+    fn batch(text: &str) -> Option<Vec<Stage>> {
+        let requests = sample(text, "custody_batch_requests_total")?;
+        let stages: Vec<Stage> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("custody_batch_stage_seconds_total{stage=\"")?;
+                let (name, v) = rest.split_once("\"} ")?;
+                Some(Stage {
+                    name: name.to_owned(),
+                    secs: v.trim().parse().ok()?,
+                    requests,
+                    buckets: Vec::new(),
+                })
+            })
+            .collect();
+        (!stages.is_empty()).then_some(stages)
+    }
+
+    /// Single appends' stages: the histogram `custody_single_stage_seconds`, a
+    /// series per stage, in the node's order.
+    fn single(text: &str) -> Option<Vec<Stage>> {
+        let name = "custody_single_stage_seconds";
+        let stages: Vec<Stage> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&format!("{name}_count{{stage=\""))?;
+                let (stage, n) = rest.split_once("\"} ")?;
+                let label = format!("stage=\"{stage}\"");
+                Some(Stage {
+                    name: stage.to_owned(),
+                    secs: sample(text, &format!("{name}_sum{{{label}}}"))?,
+                    requests: n.trim().parse().ok()?,
+                    buckets: buckets(text, &format!("{name}_bucket{{{label},le=\"")),
+                })
+            })
+            .collect();
+        (!stages.is_empty()).then_some(stages)
+    }
+}
+
+/// A stage over a run, from two readings of the node's [`Stage`]s.
+#[derive(Debug, Clone, PartialEq)]
+struct StageFigures {
+    name: String,
+    mean_secs: f64,
+    /// The bucket bound under which 99% of the run's requests spent their time in
+    /// this stage (single appends; None for batch stages).
+    p99_at_most_secs: Option<f64>,
+}
+
+impl StageFigures {
+    /// None if no request was timed between the readings, the stages differ, or a
+    /// count fell (the node restarted in between).
+    fn between(a: &[Stage], b: &[Stage]) -> Option<Vec<StageFigures>> {
+        if a.len() != b.len() {
+            return None;
+        }
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let n = y.requests - x.requests;
+                if x.name != y.name || n < 1.0 || y.secs < x.secs {
+                    return None;
+                }
+                let p99_at_most_secs = match x.buckets.is_empty() {
+                    true => None,
+                    false => Some(Spread::between(&x.buckets, &y.buckets)?.at(0.99)),
+                };
+                Some(StageFigures {
+                    name: x.name.clone(),
+                    mean_secs: (y.secs - x.secs) / n,
+                    p99_at_most_secs,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The value of the sample named exactly `name` (labels included).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A histogram series' cumulative buckets, `prefix` being everything up to the
+/// bound (`…_bucket{le="`, or with the series' labels before `le`).
+fn buckets(text: &str, prefix: &str) -> Vec<(f64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (le, n) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 impl NodeUsage {
@@ -547,29 +666,17 @@ impl NodeUsage {
     }
 
     fn parse(text: &str) -> Option<NodeUsage> {
-        let value = |name: &str| -> Option<f64> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        };
         Some(NodeUsage {
-            cpu_secs: value("process_cpu_seconds_total")?,
-            rocksdb_background_cpu_secs: value("custody_rocksdb_background_cpu_seconds_total")?,
-            resident_bytes: value("process_resident_memory_bytes")?,
-            peak_resident_bytes: value("custody_process_peak_resident_bytes")?,
-            commits: text
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.strip_prefix("custody_commit_seconds_bucket{le=\"")?;
-                    let (le, n) = rest.split_once("\"} ")?;
-                    let le = if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        le.parse().ok()?
-                    };
-                    Some((le, n.trim().parse().ok()?))
-                })
-                .collect(),
+            cpu_secs: sample(text, "process_cpu_seconds_total")?,
+            rocksdb_background_cpu_secs: sample(
+                text,
+                "custody_rocksdb_background_cpu_seconds_total",
+            )?,
+            resident_bytes: sample(text, "process_resident_memory_bytes")?,
+            peak_resident_bytes: sample(text, "custody_process_peak_resident_bytes")?,
+            commits: buckets(text, "custody_commit_seconds_bucket{le=\""),
+            single_stages: Stage::single(text),
+            batch_stages: Stage::batch(text),
         })
     }
 }
@@ -591,43 +698,15 @@ struct Commits {
 
 impl Commits {
     fn between(a: &NodeUsage, b: &NodeUsage) -> Option<Commits> {
-        if a.commits.len() != b.commits.len()
-            || a.commits.iter().zip(&b.commits).any(|(x, y)| x.0 != y.0)
-        {
-            return None;
-        }
-        // A count that fell means the node restarted between the readings: its
-        // histogram started again, and no difference means anything.
-        let (before, after) = (monotone(&a.commits), monotone(&b.commits));
-        let counts = before
-            .iter()
-            .zip(&after)
-            .map(|(x, y)| y.checked_sub(*x))
-            .collect::<Option<Vec<u64>>>()?;
-        let cumulative: Vec<(f64, u64)> = a
-            .commits
-            .iter()
-            .map(|(le, _)| *le)
-            .zip(monotone_counts(counts))
-            .collect();
-        let groups = cumulative.last()?.1;
-        if groups == 0 {
-            return None;
-        }
-        let at = |q: f64| {
-            let rank = (q * groups as f64).ceil().max(1.0) as u64;
-            cumulative
-                .iter()
-                .find(|(_, n)| *n >= rank)
-                .map_or(f64::INFINITY, |(le, _)| *le)
-        };
-        let max_at_most_secs = at(1.0);
+        let spread = Spread::between(&a.commits, &b.commits)?;
+        let max_at_most_secs = spread.at(1.0);
         Some(Commits {
-            groups,
-            p50_at_most_secs: at(0.5),
-            p99_at_most_secs: at(0.99),
+            groups: spread.total(),
+            p50_at_most_secs: spread.at(0.5),
+            p99_at_most_secs: spread.at(0.99),
             max_at_most_secs,
-            max_over_secs: cumulative
+            max_over_secs: spread
+                .cumulative
                 .iter()
                 .map(|(le, _)| *le)
                 .filter(|&le| le < max_at_most_secs)
@@ -643,6 +722,48 @@ impl Commits {
         } else {
             format!("> {}", human(Duration::from_secs_f64(self.max_over_secs)))
         }
+    }
+}
+
+/// What one cumulative histogram counted between two readings of it.
+struct Spread {
+    /// (upper bound in seconds, observations at most that long), `+Inf` last.
+    cumulative: Vec<(f64, u64)>,
+}
+
+impl Spread {
+    /// None if the bounds differ, nothing was counted, or a count fell: the node
+    /// restarted between the readings, its histogram started again, and no
+    /// difference means anything.
+    fn between(a: &[(f64, u64)], b: &[(f64, u64)]) -> Option<Spread> {
+        if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0) {
+            return None;
+        }
+        let counts = monotone(a)
+            .iter()
+            .zip(monotone(b))
+            .map(|(x, y)| y.checked_sub(*x))
+            .collect::<Option<Vec<u64>>>()?;
+        let cumulative: Vec<(f64, u64)> = a
+            .iter()
+            .map(|(le, _)| *le)
+            .zip(monotone_counts(counts))
+            .collect();
+        let spread = Spread { cumulative };
+        (spread.total() > 0).then_some(spread)
+    }
+
+    fn total(&self) -> u64 {
+        self.cumulative.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// The bound of the bucket holding the `q` quantile (nearest rank).
+    fn at(&self, q: f64) -> f64 {
+        let rank = (q * self.total() as f64).ceil().max(1.0) as u64;
+        self.cumulative
+            .iter()
+            .find(|(_, n)| *n >= rank)
+            .map_or(f64::INFINITY, |(le, _)| *le)
     }
 }
 
@@ -1675,6 +1796,24 @@ impl Report {
         Commits::between(a, b)
     }
 
+    /// Where the node says a request of this run spent its time, stage by stage
+    /// (appends only; None from a node that does not time them).
+    fn stages(&self) -> Option<Vec<StageFigures>> {
+        let (a, b) = self.drive.node.as_ref()?;
+        let (a, b) = match self.mode {
+            "single" => (a.single_stages.as_ref()?, b.single_stages.as_ref()?),
+            "batch" => (a.batch_stages.as_ref()?, b.batch_stages.as_ref()?),
+            _ => return None,
+        };
+        StageFigures::between(a, b)
+    }
+
+    /// The mean latency of the requests, as this bench saw them.
+    fn mean_latency(&self) -> Option<Duration> {
+        let v = &self.drive.latencies;
+        (!v.is_empty()).then(|| v.iter().sum::<Duration>() / v.len() as u32)
+    }
+
     /// Microseconds of `secs` per event or proof answered.
     fn per_unit_us(&self, secs: f64) -> Option<f64> {
         (self.drive.ok > 0).then(|| secs / self.drive.ok as f64 * 1e6)
@@ -1766,6 +1905,7 @@ impl Report {
                 "count": d.requests,
                 "per_sec": (d.requests as f64 / d.seconds.max(1e-9)).round(),
                 "latency_ms": lat(&d.latencies),
+                "mean_latency_ms": self.mean_latency().map(ms),
             },
             "errors": d.errors,
             "sample": {
@@ -1798,6 +1938,24 @@ impl Report {
                 "resident_bytes_after": after.resident_bytes as u64,
                 "peak_resident_bytes": after.peak_resident_bytes as u64,
             });
+        }
+        if let (Some(stages), Some(mean)) = (self.stages(), self.mean_latency()) {
+            let inside: f64 = stages.iter().map(|f| f.mean_secs).sum();
+            let mut m: serde_json::Map<String, Value> = stages
+                .iter()
+                .map(|f| {
+                    let figures = json!({
+                        "mean_ms": (f.mean_secs * 1e6).round() / 1e3,
+                        "p99_ms_at_most": f.p99_at_most_secs.and_then(bound_ms),
+                    });
+                    (f.name.clone(), figures)
+                })
+                .collect();
+            m.insert(
+                "outside_mean_ms".into(),
+                json!(((mean.as_secs_f64() - inside) * 1e6).round() / 1e3),
+            );
+            out["node_stages"] = Value::Object(m);
         }
         if self.mode == "batch" {
             out["batch"] = json!(self.batch);
@@ -1994,6 +2152,34 @@ impl Report {
                 }
             );
         }
+        if let (Some(stages), Some(mean)) = (self.stages(), self.mean_latency()) {
+            let inside: f64 = stages.iter().map(|f| f.mean_secs).sum();
+            let each: Vec<String> = stages
+                .iter()
+                .map(|f| {
+                    let p99 = match f.p99_at_most_secs {
+                        Some(b) if b.is_finite() => {
+                            format!(" (p99 ≤ {})", human(Duration::from_secs_f64(b)))
+                        }
+                        Some(_) => " (p99 over a second)".into(),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{} {}{p99}",
+                        f.name,
+                        human(Duration::from_secs_f64(f.mean_secs))
+                    )
+                })
+                .collect();
+            s += &format!(
+                "node time per request, mean by stage (from its /metrics): {}; of the {} a \
+                 request took on average, {} was outside them (HTTP and the kernel on both \
+                 sides, this bench)\n",
+                each.join(" · "),
+                human(mean),
+                human(mean.saturating_sub(Duration::from_secs_f64(inside))),
+            );
+        }
         if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {
             let unit = self.unit();
             let us = |secs| {
@@ -2090,10 +2276,80 @@ mod tests {
                 resident_bytes: 1000.0,
                 peak_resident_bytes: 3000.0,
                 commits: vec![],
+                single_stages: None,
+                batch_stages: None,
             })
         );
         // An older node without them: no usage, not zeros.
         assert_eq!(NodeUsage::parse("custody_tree_size 5\n"), None);
+    }
+
+    /// An exposition's stage lines: batch totals, and single appends' verify and
+    /// sequencer series with `requests` requests, `verify` seconds in verify (all
+    /// of them within 1 ms but `slow`, within 25 ms) and 2.5 s in sequencer.
+    fn stages(requests: u64, verify: f64, slow: u64) -> String {
+        let fast = requests - slow;
+        let name = "custody_single_stage_seconds";
+        format!(
+            "custody_batch_requests_total 3\n\
+             custody_batch_stage_seconds_total{{stage=\"open\"}} 0.5\n\
+             # TYPE {name} histogram\n\
+             {name}_bucket{{stage=\"verify\",le=\"0.001\"}} {fast}\n\
+             {name}_bucket{{stage=\"verify\",le=\"0.025\"}} {requests}\n\
+             {name}_bucket{{stage=\"verify\",le=\"+Inf\"}} {requests}\n\
+             {name}_sum{{stage=\"verify\"}} {verify}\n\
+             {name}_count{{stage=\"verify\"}} {requests}\n\
+             {name}_bucket{{stage=\"sequencer\",le=\"0.001\"}} 0\n\
+             {name}_bucket{{stage=\"sequencer\",le=\"0.025\"}} {requests}\n\
+             {name}_bucket{{stage=\"sequencer\",le=\"+Inf\"}} {requests}\n\
+             {name}_sum{{stage=\"sequencer\"}} 2.5\n\
+             {name}_count{{stage=\"sequencer\"}} {requests}\n"
+        )
+    }
+
+    #[test]
+    fn stage_figures_are_the_difference_between_two_readings() {
+        let a = Stage::single(&stages(10, 1.0, 0)).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].name.as_str(), a[0].requests, a[0].secs),
+            ("verify", 10.0, 1.0)
+        );
+        assert_eq!(
+            a[0].buckets,
+            vec![(0.001, 10), (0.025, 10), (f64::INFINITY, 10)]
+        );
+        assert_eq!(
+            Stage::batch(&stages(10, 1.0, 0)),
+            Some(vec![Stage {
+                name: "open".into(),
+                secs: 0.5,
+                requests: 3.0,
+                buckets: vec![]
+            }])
+        );
+        // 100 more requests, 3 s more in verify: 30 ms each on average, 1 of the
+        // 100 over 1 ms, so the 99th percentile is within 1 ms; with 2 slow, not.
+        let b = Stage::single(&stages(110, 4.0, 1)).unwrap();
+        let f = StageFigures::between(&a, &b).unwrap();
+        assert_eq!(f[0].name, "verify");
+        assert!((f[0].mean_secs - 0.03).abs() < 1e-12, "{f:?}");
+        assert_eq!(f[0].p99_at_most_secs, Some(0.001));
+        assert_eq!(f[1].mean_secs, 0.0);
+        assert_eq!(f[1].p99_at_most_secs, Some(0.025));
+        let c = Stage::single(&stages(110, 4.0, 2)).unwrap();
+        assert_eq!(
+            StageFigures::between(&a, &c).unwrap()[0].p99_at_most_secs,
+            Some(0.025)
+        );
+        // No request between them, or a node restarted in between (a count fell):
+        // no figures rather than wrong ones.
+        assert_eq!(StageFigures::between(&a, &a), None);
+        let restarted = Stage::single(&stages(5, 0.5, 0)).unwrap();
+        assert_eq!(StageFigures::between(&a, &restarted), None);
+        // A node that does not time stages.
+        assert_eq!(Stage::single("custody_tree_size 5\n"), None);
+        assert_eq!(Stage::batch("custody_tree_size 5\n"), None);
     }
 
     /// A node's exposition with the usage lines and a commit histogram of

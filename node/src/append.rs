@@ -4,6 +4,7 @@
 //! commits. A receipt is only sent once its group is durable.
 
 use crate::body::{body_bytes, require_json, APPEND_CHARGE};
+use crate::metrics::{BATCH_STAGES, SINGLE_STAGES};
 use crate::problem::Problem;
 use crate::reply::{hex32, hex32_list, json_response};
 use crate::state::{blocking, Shared};
@@ -95,6 +96,7 @@ fn refuse_n(state: &Shared, p: Problem, n: usize) -> Problem {
 
 /// `POST /v1/events`: 201 + receipt, or 200 + the original receipt for a duplicate.
 pub async fn append_one(State(state): State<Shared>, req: Request) -> Result<Response, Problem> {
+    let mut clock = Stages::<{ SINGLE_STAGES.len() }>::start();
     require_json(req.headers()).map_err(|p| refuse(&state, p))?;
     let (bytes, _held) = body_bytes(
         req,
@@ -106,11 +108,15 @@ pub async fn append_one(State(state): State<Shared>, req: Request) -> Result<Res
     .await
     .map_err(|p| refuse(&state, p))?;
     let env = Envelope::from_json(&bytes).map_err(|e| refuse(&state, e.into()))?;
-    let (receipt, duplicate) = state
+    clock.lap();
+    let (outcome, handoffs) = state
         .open_and_submit(env)
         .await
-        .map_err(|p| refuse(&state, p))?
-        .map_err(|e| refuse(&state, e.into()))?;
+        .map_err(|p| refuse(&state, p))?;
+    let (receipt, duplicate) = outcome.map_err(|e| refuse(&state, e.into()))?;
+    clock.lap_until(handoffs.verified);
+    clock.lap_until(handoffs.answered);
+    clock.lap();
     let mut body = Vec::with_capacity(receipt_len(
         &receipt.checkpoint,
         receipt.inclusion_proof.len(),
@@ -120,6 +126,8 @@ pub async fn append_one(State(state): State<Shared>, req: Request) -> Result<Res
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/entries/{}", receipt.index)) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
+    clock.lap();
+    state.metrics.single_stages(clock.laps);
     Ok(resp)
 }
 
@@ -136,7 +144,7 @@ struct BatchBody {
 /// are refused; only a malformed or oversize request, or an overloaded node, fails
 /// it entirely.
 pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<Response, Problem> {
-    let mut clock = Stages::start();
+    let mut clock = Stages::<{ BATCH_STAGES.len() }>::start();
     require_json(req.headers()).map_err(|p| refuse(&state, p))?;
     let (bytes, _held) = body_bytes(
         req,
@@ -248,18 +256,19 @@ pub async fn append_batch(State(state): State<Shared>, req: Request) -> Result<R
     Ok(resp)
 }
 
-/// Times a batch request's stages ([`crate::metrics::BATCH_STAGES`]) one lap each.
-struct Stages {
+/// Times a request's `N` stages one lap each ([`crate::metrics::BATCH_STAGES`],
+/// [`crate::metrics::SINGLE_STAGES`]).
+struct Stages<const N: usize> {
     last: std::time::Instant,
-    laps: [std::time::Duration; crate::metrics::BATCH_STAGES.len()],
+    laps: [std::time::Duration; N],
     done: usize,
 }
 
-impl Stages {
-    fn start() -> Stages {
+impl<const N: usize> Stages<N> {
+    fn start() -> Stages<N> {
         Stages {
             last: std::time::Instant::now(),
-            laps: Default::default(),
+            laps: [std::time::Duration::ZERO; N],
             done: 0,
         }
     }
@@ -275,9 +284,15 @@ impl Stages {
     }
 
     fn lap(&mut self) {
-        let now = std::time::Instant::now();
-        self.record(now - self.last);
-        self.last = now;
+        self.lap_until(std::time::Instant::now());
+    }
+
+    /// Ends a lap at `end`, an instant taken on another thread (never before the
+    /// last lap's end).
+    fn lap_until(&mut self, end: std::time::Instant) {
+        let end = end.max(self.last);
+        self.record(end - self.last);
+        self.last = end;
     }
 
     fn record(&mut self, took: std::time::Duration) {

@@ -20,8 +20,10 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Non-cumulative counts per bound of [`HTTP_BOUNDS_S`], plus one overflow slot.
     latency: Mutex<([u64; HTTP_BOUNDS_S.len() + 1], f64)>,
-    /// Batch appends answered, and microseconds they spent in each of [`BATCH_STAGES`].
-    batch_stages: (AtomicU64, [AtomicU64; BATCH_STAGES.len()]),
+    /// Batch appends answered, and the time they spent in each of [`BATCH_STAGES`].
+    batch_stages: StageTimes<{ BATCH_STAGES.len() }>,
+    /// Single appends answered with a receipt, and their time in [`SINGLE_STAGES`].
+    single_stages: StageTimes<{ SINGLE_STAGES.len() }>,
 }
 
 /// The stages of `POST /v1/events:batch`, in order: reading the body, parsing it,
@@ -29,6 +31,89 @@ pub struct Metrics {
 /// the events up in the store, waiting for the sequencer (queue, judging, commit,
 /// receipts), and writing the answer's bytes.
 pub const BATCH_STAGES: [&str; 6] = ["body", "parse", "open", "lookup", "sequencer", "respond"];
+
+/// The stages of `POST /v1/events` answered with a receipt, in order: reading and
+/// parsing the body; the verifier threads (the queue to them, the signature check
+/// batched with other requests', the de-duplication lookup) until the event is
+/// handed to the sequencer; the sequencer (its queue, judging, the group's synced
+/// commit, the receipt) until the answer is sent; resuming the request's task on a
+/// runtime thread; writing the answer's bytes. What a request waits outside them
+/// (the kernel, hyper, the client) is its latency seen by the client less their sum.
+pub const SINGLE_STAGES: [&str; 5] = ["body", "verify", "sequencer", "resume", "respond"];
+
+/// Requests answered, and the time they spent in each of `N` stages: summed, and
+/// counted in the buckets of [`LATENCY_BOUNDS_MS`].
+#[derive(Debug)]
+struct StageTimes<const N: usize> {
+    requests: AtomicU64,
+    micros: [AtomicU64; N],
+    /// Per stage, requests per bucket (not cumulative); the last slot counts those
+    /// above every bound.
+    buckets: [[AtomicU64; LATENCY_BOUNDS_MS.len() + 1]; N],
+}
+
+impl<const N: usize> Default for StageTimes<N> {
+    fn default() -> Self {
+        StageTimes {
+            requests: AtomicU64::new(0),
+            micros: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl<const N: usize> StageTimes<N> {
+    fn add(&self, took: [Duration; N]) {
+        self.requests.fetch_add(1, Relaxed);
+        for ((sum, buckets), t) in self.micros.iter().zip(&self.buckets).zip(took) {
+            sum.fetch_add(t.as_micros() as u64, Relaxed);
+            let ms = t.as_secs_f64() * 1e3;
+            let slot = LATENCY_BOUNDS_MS
+                .iter()
+                .position(|&b| ms <= b)
+                .unwrap_or(LATENCY_BOUNDS_MS.len());
+            buckets[slot].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// As counters: `custody_{kind}_requests_total` and
+    /// `custody_{kind}_stage_seconds_total{stage}`.
+    fn render_totals(&self, out: &mut String, kind: &str, stages: &[&str; N], help: [&str; 2]) {
+        counter(
+            out,
+            &format!("custody_{kind}_requests_total"),
+            help[0],
+            self.requests.load(Relaxed),
+        );
+        let name = format!("custody_{kind}_stage_seconds_total");
+        header(out, &name, help[1], "counter");
+        for (stage, sum) in stages.iter().zip(&self.micros) {
+            let _ = writeln!(
+                out,
+                "{name}{{stage=\"{stage}\"}} {}",
+                sum.load(Relaxed) as f64 / 1e6
+            );
+        }
+    }
+
+    /// As one histogram `name` with a series per stage (label `stage`).
+    fn render_histogram(&self, out: &mut String, name: &str, stages: &[&str; N], help: &str) {
+        header(out, name, help, "histogram");
+        let bounds = latency_bounds();
+        for ((stage, sum), buckets) in stages.iter().zip(&self.micros).zip(&self.buckets) {
+            let counts: Vec<u64> = buckets.iter().map(|b| b.load(Relaxed)).collect();
+            series(
+                out,
+                name,
+                &format!("stage=\"{stage}\""),
+                &bounds,
+                &counts[..bounds.len()],
+                counts.iter().sum(),
+                &fmt_f64(sum.load(Relaxed) as f64 / 1e6),
+            );
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a counter lock cannot leave a counter half-written.
@@ -67,10 +152,12 @@ impl Metrics {
 
     /// Adds one answered batch request's time in each of [`BATCH_STAGES`].
     pub fn batch_stages(&self, took: [Duration; BATCH_STAGES.len()]) {
-        self.batch_stages.0.fetch_add(1, Relaxed);
-        for (sum, t) in self.batch_stages.1.iter().zip(took) {
-            sum.fetch_add(t.as_micros() as u64, Relaxed);
-        }
+        self.batch_stages.add(took);
+    }
+
+    /// Adds one receipted single append's time in each of [`SINGLE_STAGES`].
+    pub fn single_stages(&self, took: [Duration; SINGLE_STAGES.len()]) {
+        self.single_stages.add(took);
     }
 
     /// The whole exposition.
@@ -140,25 +227,21 @@ impl Metrics {
             "RocksDB flushes and compactions running, plus those due but not yet started, per family (0: idle).",
             background_jobs,
         );
-        counter(
+        self.batch_stages.render_totals(
             &mut out,
-            "custody_batch_requests_total",
-            "Batch appends answered (the denominator of custody_batch_stage_seconds_total).",
-            self.batch_stages.0.load(Relaxed),
+            "batch",
+            &BATCH_STAGES,
+            [
+                "Batch appends answered (the denominator of custody_batch_stage_seconds_total).",
+                "Time batch appends spent in each stage, summed over requests: body, parse, open (signature checks), lookup (de-duplication index), sequencer (queue, judging, commit, receipts), respond.",
+            ],
         );
-        header(
+        self.single_stages.render_histogram(
             &mut out,
-            "custody_batch_stage_seconds_total",
-            "Time batch appends spent in each stage, summed over requests: body, parse, open (signature checks), lookup (de-duplication index), sequencer (queue, judging, commit, receipts), respond.",
-            "counter",
+            "custody_single_stage_seconds",
+            &SINGLE_STAGES,
+            "Time single appends answered with a receipt spent in each stage: body (read and parse), verify (queue, batched signature check, de-duplication lookup), sequencer (queue, judging, synced group commit, receipt), resume (until a runtime thread runs the request again), respond.",
         );
-        for (stage, sum) in BATCH_STAGES.iter().zip(&self.batch_stages.1) {
-            let _ = writeln!(
-                out,
-                "custody_batch_stage_seconds_total{{stage=\"{stage}\"}} {}",
-                sum.load(Relaxed) as f64 / 1e6
-            );
-        }
         counter(
             &mut out,
             "custody_appended_total",
@@ -215,10 +298,7 @@ impl Metrics {
             .iter()
             .map(|b| b.load(Relaxed))
             .collect();
-        let bounds: Vec<String> = LATENCY_BOUNDS_MS
-            .iter()
-            .map(|ms| fmt_f64(ms / 1000.0))
-            .collect();
+        let bounds = latency_bounds();
         let sum = stats.commit_micros.load(Relaxed) as f64 / 1e6;
         histogram(
             &mut out,
@@ -388,14 +468,41 @@ fn histogram(
     sum: &str,
 ) {
     header(out, name, help, "histogram");
+    series(out, name, "", bounds, counts, total, sum);
+}
+
+/// One series of a histogram whose header is written: its buckets, sum and count,
+/// each with `labels` (`stage="verify"`, or none).
+fn series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[String],
+    counts: &[u64],
+    total: u64,
+    sum: &str,
+) {
+    let (lead, own) = if labels.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{labels},"), format!("{{{labels}}}"))
+    };
     let mut cumulative = 0;
     for (le, n) in bounds.iter().zip(counts) {
         cumulative += n;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{lead}le=\"{le}\"}} {cumulative}");
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum {sum}");
-    let _ = writeln!(out, "{name}_count {total}");
+    let _ = writeln!(out, "{name}_bucket{{{lead}le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{own} {sum}");
+    let _ = writeln!(out, "{name}_count{own} {total}");
+}
+
+/// [`LATENCY_BOUNDS_MS`] in seconds, as the exposition writes them.
+fn latency_bounds() -> Vec<String> {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .map(|ms| fmt_f64(ms / 1000.0))
+        .collect()
 }
 
 fn fmt_f64(v: f64) -> String {
@@ -448,6 +555,41 @@ mod tests {
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"open\"} 0.0015\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"lookup\"} 0.0007\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"sequencer\"} 0.02\n"));
+        m.single_stages([
+            Duration::from_micros(40),
+            Duration::from_micros(5200),
+            Duration::from_micros(5300),
+            Duration::from_micros(1400),
+            Duration::from_micros(10),
+        ]);
+        m.single_stages([
+            Duration::ZERO,
+            Duration::from_micros(800),
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        ]);
+        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 0));
+        assert!(
+            text.contains("# TYPE custody_single_stage_seconds histogram\n"),
+            "{text}"
+        );
+        // 0.8 ms and 5.2 ms: one at most 1 ms, both at most 7.5 ms.
+        for line in [
+            "custody_single_stage_seconds_bucket{stage=\"verify\",le=\"0.0005\"} 0\n",
+            "custody_single_stage_seconds_bucket{stage=\"verify\",le=\"0.001\"} 1\n",
+            "custody_single_stage_seconds_bucket{stage=\"verify\",le=\"0.005\"} 1\n",
+            "custody_single_stage_seconds_bucket{stage=\"verify\",le=\"0.0075\"} 2\n",
+            "custody_single_stage_seconds_bucket{stage=\"verify\",le=\"+Inf\"} 2\n",
+            "custody_single_stage_seconds_sum{stage=\"verify\"} 0.006\n",
+            "custody_single_stage_seconds_count{stage=\"verify\"} 2\n",
+            "custody_single_stage_seconds_sum{stage=\"resume\"} 0.0014\n",
+            "custody_single_stage_seconds_bucket{stage=\"body\",le=\"0.0005\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // The batch sums are their own.
+        assert!(text.contains("custody_batch_requests_total 1\n"), "{text}");
     }
 
     #[test]

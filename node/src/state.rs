@@ -14,12 +14,22 @@ use ledger::store::Store;
 use ledger::verifier::Verifier;
 use ledger::{Code, LedgerError};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub type Shared = Arc<AppState>;
 
 /// One submitted item's outcome: a receipt and whether it was a duplicate.
 pub type Outcome = Result<(Receipt, bool), LedgerError>;
+
+/// When a single append left the verifier threads (handed to the sequencer, or
+/// refused) and when its outcome was sent: the boundaries of its stages on other
+/// threads ([`crate::metrics::SINGLE_STAGES`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Handoffs {
+    pub verified: Instant,
+    pub answered: Instant,
+}
 
 pub struct AppState {
     pub store: Arc<Store>,
@@ -67,16 +77,18 @@ impl AppState {
     /// holds the event already (one read for the batch), and pass it straight to
     /// the sequencer, whose reply is the only thing this task waits for. A full
     /// queue, of either, is answered at once with `Overloaded`.
-    pub async fn open_and_submit(&self, env: Envelope) -> Result<Outcome, Problem> {
+    pub async fn open_and_submit(&self, env: Envelope) -> Result<(Outcome, Handoffs), Problem> {
         let submitter = self.submitter()?;
-        let (tx, rx) = oneshot::channel::<Outcome>();
+        let (tx, rx) = oneshot::channel::<(Outcome, Handoffs)>();
         self.verifier.submit(
             vec![env],
             Box::new(move |mut verdicts, prior| {
+                let verified = Instant::now();
                 // On a verifier thread: never block here.
                 let answer = move |o: Outcome| {
+                    let answered = Instant::now();
                     // The requester may have gone; a retry gets the same receipt.
-                    let _ = tx.send(o);
+                    let _ = tx.send((o, Handoffs { verified, answered }));
                 };
                 match verdicts.pop() {
                     Some(Ok(opened)) => {

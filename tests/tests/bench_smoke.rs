@@ -130,6 +130,33 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         single["machine"]["iowait_share_during_load"].is_f64(),
         "{single:#}"
     );
+    // Where the node says the requests spent their time, from its stage histogram:
+    // every stage reported with its mean and the bound of its 99th percentile, time
+    // spent checking signatures and in the sequencer, and the rest of the mean
+    // latency outside the node's handler. The node timed every receipted single
+    // append: the bench's, and the actor it registered.
+    let stages = &single["node_stages"];
+    for stage in ["body", "verify", "sequencer", "resume", "respond"] {
+        assert!(
+            stages[stage]["p99_ms_at_most"].is_f64(),
+            "{stage} in {single:#}"
+        );
+    }
+    for stage in ["verify", "sequencer"] {
+        assert!(
+            stages[stage]["mean_ms"].as_f64() > Some(0.0),
+            "{stage} in {single:#}"
+        );
+    }
+    assert!(stages["outside_mean_ms"].is_f64(), "{single:#}");
+    let metrics = node.get("/metrics").text();
+    assert!(
+        metric(
+            &metrics,
+            "custody_single_stage_seconds_count{stage=\"verify\"}"
+        ) >= ok as f64,
+        "{metrics}"
+    );
 
     let batch = bench(
         &node,
@@ -162,6 +189,10 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         let name = format!("custody_batch_stage_seconds_total{{stage=\"{stage}\"}}");
         assert!(value(&name) > 0.0, "{name} is zero:\n{metrics}");
     }
+    assert!(
+        batch["node_stages"]["sequencer"]["mean_ms"].as_f64() > Some(0.0),
+        "{batch:#}"
+    );
 
     // By index, then by leaf hash as an adjudicator asks: the leaf hashes are read
     // from the log's tiles first (full ones and the partial one at its right edge),
