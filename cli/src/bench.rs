@@ -608,17 +608,19 @@ struct StageFigures {
 }
 
 impl StageFigures {
-    /// None if no request was timed between the readings, the stages differ, or a
-    /// count fell (the node restarted in between).
-    fn between(a: &[Stage], b: &[Stage]) -> Option<Vec<StageFigures>> {
-        if a.len() != b.len() {
+    /// Figures for the `requests` requests the bench had answered between the
+    /// readings; None unless the node timed exactly that many in every stage (not
+    /// so if it restarted in between, or served other clients meanwhile), or if the
+    /// stages differ.
+    fn between(a: &[Stage], b: &[Stage], requests: u64) -> Option<Vec<StageFigures>> {
+        if a.len() != b.len() || requests == 0 {
             return None;
         }
         a.iter()
             .zip(b)
             .map(|(x, y)| {
                 let n = y.requests - x.requests;
-                if x.name != y.name || n < 1.0 || y.secs < x.secs {
+                if x.name != y.name || n != requests as f64 || y.secs < x.secs {
                     return None;
                 }
                 let p99_at_most_secs = match x.buckets.is_empty() {
@@ -1797,15 +1799,20 @@ impl Report {
     }
 
     /// Where the node says a request of this run spent its time, stage by stage
-    /// (appends only; None from a node that does not time them).
+    /// (appends only; None from a node that does not time them). Only for a run
+    /// without errors: the node times only the requests it answered with receipts,
+    /// and the bench's mean latency would hold the others too.
     fn stages(&self) -> Option<Vec<StageFigures>> {
+        if !self.drive.errors.is_empty() {
+            return None;
+        }
         let (a, b) = self.drive.node.as_ref()?;
         let (a, b) = match self.mode {
             "single" => (a.single_stages.as_ref()?, b.single_stages.as_ref()?),
             "batch" => (a.batch_stages.as_ref()?, b.batch_stages.as_ref()?),
             _ => return None,
         };
-        StageFigures::between(a, b)
+        StageFigures::between(a, b, self.drive.requests)
     }
 
     /// The mean latency of the requests, as this bench saw them.
@@ -2331,7 +2338,7 @@ mod tests {
         // 100 more requests, 3 s more in verify: 30 ms each on average, 1 of the
         // 100 over 1 ms, so the 99th percentile is within 1 ms; with 2 slow, not.
         let b = Stage::single(&stages(110, 4.0, 1)).unwrap();
-        let f = StageFigures::between(&a, &b).unwrap();
+        let f = StageFigures::between(&a, &b, 100).unwrap();
         assert_eq!(f[0].name, "verify");
         assert!((f[0].mean_secs - 0.03).abs() < 1e-12, "{f:?}");
         assert_eq!(f[0].p99_at_most_secs, Some(0.001));
@@ -2339,14 +2346,27 @@ mod tests {
         assert_eq!(f[1].p99_at_most_secs, Some(0.025));
         let c = Stage::single(&stages(110, 4.0, 2)).unwrap();
         assert_eq!(
-            StageFigures::between(&a, &c).unwrap()[0].p99_at_most_secs,
+            StageFigures::between(&a, &c, 100).unwrap()[0].p99_at_most_secs,
             Some(0.025)
         );
-        // No request between them, or a node restarted in between (a count fell):
-        // no figures rather than wrong ones.
-        assert_eq!(StageFigures::between(&a, &a), None);
+        // The node timed other requests too (another client, or a restart that
+        // served more than before), or none: no figures rather than wrong ones.
+        assert_eq!(StageFigures::between(&a, &b, 99), None);
+        assert_eq!(StageFigures::between(&a, &b, 101), None);
+        assert_eq!(StageFigures::between(&a, &a, 0), None);
         let restarted = Stage::single(&stages(5, 0.5, 0)).unwrap();
-        assert_eq!(StageFigures::between(&a, &restarted), None);
+        assert_eq!(StageFigures::between(&a, &restarted, 100), None);
+        // Stages that differ between the readings, or a sum that fell.
+        let mut renamed = b.clone();
+        renamed[0].name = "check".into();
+        assert_eq!(StageFigures::between(&a, &renamed, 100), None);
+        let mut reordered = b.clone();
+        reordered.swap(0, 1);
+        assert_eq!(StageFigures::between(&a, &reordered, 100), None);
+        assert_eq!(StageFigures::between(&a, &b[..1], 100), None);
+        let mut fell = b.clone();
+        fell[0].secs = 0.5;
+        assert_eq!(StageFigures::between(&a, &fell, 100), None);
         // A node that does not time stages.
         assert_eq!(Stage::single("custody_tree_size 5\n"), None);
         assert_eq!(Stage::batch("custody_tree_size 5\n"), None);

@@ -133,8 +133,9 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     // Where the node says the requests spent their time, from its stage histogram:
     // every stage reported with its mean and the bound of its 99th percentile, time
     // spent checking signatures and in the sequencer, and the rest of the mean
-    // latency outside the node's handler. The node timed every receipted single
-    // append: the bench's, and the actor it registered.
+    // latency outside the node's handler, which the stages do not overlap. The
+    // bench gives these only if the node timed exactly the requests it sent, once
+    // each in every stage.
     let stages = &single["node_stages"];
     for stage in ["body", "verify", "sequencer", "resume", "respond"] {
         assert!(
@@ -148,14 +149,23 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
             "{stage} in {single:#}"
         );
     }
-    assert!(stages["outside_mean_ms"].is_f64(), "{single:#}");
-    let metrics = node.get("/metrics").text();
     assert!(
-        metric(
-            &metrics,
-            "custody_single_stage_seconds_count{stage=\"verify\"}"
-        ) >= ok as f64,
-        "{metrics}"
+        stages["outside_mean_ms"].as_f64() >= Some(-0.05),
+        "{single:#}"
+    );
+    let metrics = node.get("/metrics").text();
+    let counts: Vec<f64> = ["body", "verify", "sequencer", "resume", "respond"]
+        .iter()
+        .map(|s| {
+            metric(
+                &metrics,
+                &format!("custody_single_stage_seconds_count{{stage=\"{s}\"}}"),
+            )
+        })
+        .collect();
+    assert!(
+        counts[0] >= ok as f64 && counts.iter().all(|&c| c == counts[0]),
+        "{counts:?}\n{metrics}"
     );
 
     let batch = bench(
