@@ -637,6 +637,14 @@ impl StageFigures {
     }
 }
 
+/// A run's [`StageFigures`], with the bench's mean latency and what of it lay
+/// outside the node's stages (negative only by rounding: the stages do not overlap).
+struct StageReport {
+    stages: Vec<StageFigures>,
+    mean: Duration,
+    outside_secs: f64,
+}
+
 /// The value of the sample named exactly `name` (labels included).
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -1167,6 +1175,12 @@ fn bench_proofs(
         x ^= x >> 27;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d) % below
     };
+    // What the proofs are asked for by, as the report names it.
+    let by = if args.by_leaf_hash {
+        "leaf_hash"
+    } else {
+        "index"
+    };
     // (index, leaf hash asked for) per request; the leaf hash only --by-leaf-hash.
     let asked: Vec<(u64, Option<LeafHash>)> = if args.by_leaf_hash {
         leaf_hashes_of_random_entries(client, cp.size, q, &mut random)?
@@ -1196,11 +1210,7 @@ fn bench_proofs(
     eprintln!(
         "{q} inclusion proof requests for random entries of the tree of size {}, by {}",
         cp.size,
-        if args.by_leaf_hash {
-            "leaf hash"
-        } else {
-            "index"
-        }
+        by.replace('_', " ")
     );
     let mut drive = drive(
         client,
@@ -1275,11 +1285,7 @@ fn bench_proofs(
     }
     drive.sample_failures.extend(failures);
     let mut report = Report::from_drive("proofs", client.url(""), args, q, &sample_at, drive, None);
-    report.proofs_by = Some(if args.by_leaf_hash {
-        "leaf_hash"
-    } else {
-        "index"
-    });
+    report.proofs_by = Some(by);
     Ok(report)
 }
 
@@ -1798,11 +1804,12 @@ impl Report {
         Commits::between(a, b)
     }
 
-    /// Where the node says a request of this run spent its time, stage by stage
-    /// (appends only; None from a node that does not time them). Only for a run
-    /// without errors: the node times only the requests it answered with receipts,
-    /// and the bench's mean latency would hold the others too.
-    fn stages(&self) -> Option<Vec<StageFigures>> {
+    /// Where the node says a request of this run spent its time, stage by stage,
+    /// and how much of the bench's mean latency lay outside those stages (appends
+    /// only; None from a node that does not time them). Only for a run without
+    /// errors: the node times only the requests it answered with receipts, and the
+    /// bench's mean latency would hold the others too.
+    fn stages(&self) -> Option<StageReport> {
         if !self.drive.errors.is_empty() {
             return None;
         }
@@ -1812,7 +1819,14 @@ impl Report {
             "batch" => (a.batch_stages.as_ref()?, b.batch_stages.as_ref()?),
             _ => return None,
         };
-        StageFigures::between(a, b, self.drive.requests)
+        let stages = StageFigures::between(a, b, self.drive.requests)?;
+        let mean = self.mean_latency()?;
+        let inside: f64 = stages.iter().map(|f| f.mean_secs).sum();
+        Some(StageReport {
+            outside_secs: mean.as_secs_f64() - inside,
+            stages,
+            mean,
+        })
     }
 
     /// The mean latency of the requests, as this bench saw them.
@@ -1946,9 +1960,9 @@ impl Report {
                 "peak_resident_bytes": after.peak_resident_bytes as u64,
             });
         }
-        if let (Some(stages), Some(mean)) = (self.stages(), self.mean_latency()) {
-            let inside: f64 = stages.iter().map(|f| f.mean_secs).sum();
-            let mut m: serde_json::Map<String, Value> = stages
+        if let Some(r) = self.stages() {
+            let mut m: serde_json::Map<String, Value> = r
+                .stages
                 .iter()
                 .map(|f| {
                     let figures = json!({
@@ -1960,7 +1974,7 @@ impl Report {
                 .collect();
             m.insert(
                 "outside_mean_ms".into(),
-                json!(((mean.as_secs_f64() - inside) * 1e6).round() / 1e3),
+                json!((r.outside_secs * 1e6).round() / 1e3),
             );
             out["node_stages"] = Value::Object(m);
         }
@@ -2159,9 +2173,9 @@ impl Report {
                 }
             );
         }
-        if let (Some(stages), Some(mean)) = (self.stages(), self.mean_latency()) {
-            let inside: f64 = stages.iter().map(|f| f.mean_secs).sum();
-            let each: Vec<String> = stages
+        if let Some(r) = self.stages() {
+            let each: Vec<String> = r
+                .stages
                 .iter()
                 .map(|f| {
                     let p99 = match f.p99_at_most_secs {
@@ -2183,8 +2197,8 @@ impl Report {
                  request took on average, {} was outside them (HTTP and the kernel on both \
                  sides, this bench)\n",
                 each.join(" · "),
-                human(mean),
-                human(mean.saturating_sub(Duration::from_secs_f64(inside))),
+                human(r.mean),
+                human(Duration::from_secs_f64(r.outside_secs.max(0.0))),
             );
         }
         if let (Some(cpu), Some((_, after))) = (self.node_cpu(), &d.node) {

@@ -299,11 +299,11 @@ fn db_options() -> (Options, Vec<(&'static str, Options)>) {
     // 5 flushes of `ids` instead of 11, RocksDB's background CPU 2.6-2.7 µs per
     // append instead of 7.9-10.4, with the `leaves` settings below.)
     o.set_max_total_wal_size(128 << 20);
-    // Every family: LZ4 (but `ids`, `leaves` and `hashes`, below), memtables bounded (two per
-    // family), so that with the block cache what RocksDB holds in memory is bounded
-    // whatever the log's size. (32 MiB
-    // memtables and a 64 MiB cache held ~60 MB more at 10M entries for no measured
-    // gain in appends or proofs: random proofs miss any cache of this size.)
+    // Every family: LZ4 (but `ids`, `leaves` and `hashes`, below), memtables bounded
+    // (two per family), so that with the block cache what RocksDB holds in memory is
+    // bounded whatever the log's size. (32 MiB memtables and a 64 MiB cache held
+    // ~60 MB more at 10M entries for no measured gain in appends or proofs: random
+    // proofs miss any cache of this size.)
     let family = |memtable: usize, bloom: bool, cache: &Cache| {
         let mut f = Options::default();
         f.set_compression_type(rocksdb::DBCompressionType::Lz4);
