@@ -579,10 +579,11 @@ impl Stage {
     /// series per stage, in the node's order.
     fn single(text: &str) -> Option<Vec<Stage>> {
         let name = "custody_single_stage_seconds";
+        let count = format!("{name}_count{{stage=\"");
         let stages: Vec<Stage> = text
             .lines()
             .filter_map(|l| {
-                let rest = l.strip_prefix(&format!("{name}_count{{stage=\""))?;
+                let rest = l.strip_prefix(count.as_str())?;
                 let (stage, n) = rest.split_once("\"} ")?;
                 let label = format!("stage=\"{stage}\"");
                 Some(Stage {
