@@ -77,6 +77,15 @@ pub struct Args {
     /// connection. Only with one event or proof per request (the event loop).
     #[arg(short = 'P', long, value_name = "P", default_value_t = 1)]
     pipeline: usize,
+    /// Send R requests a second on a fixed schedule (open loop, like pgbench's
+    /// --rate and wrk2) instead of each connection sending its next request as soon
+    /// as its last is answered. A request due goes on a connection free at that
+    /// moment; its latency counts from when it was due, so a wait for a free
+    /// connection counts too. Without it, the C connections keep the node busy and
+    /// latency is C over the rate (Little's law). Only with one event or proof per
+    /// request (the event loop).
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
     /// Envelopes per request: 1 sends each event alone to POST /v1/events, more sends
     /// POST /v1/events:batch (the node's --max-batch caps it, 1000 by default).
     #[arg(short = 'b', long, value_name = "B", default_value_t = 1)]
@@ -131,6 +140,17 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
              and --thread-per-connection, or use --pipeline 1",
             args.pipeline
         );
+    }
+    if let Some(r) = args.rate {
+        if !(r > 0.0 && r.is_finite()) {
+            bail!("--rate must be a positive number of requests a second, not {r}");
+        }
+        if args.batch > 1 || args.thread_per_connection {
+            bail!(
+                "--rate {r} needs one event or proof per request on the event loop: drop \
+                 --batch and --thread-per-connection"
+            );
+        }
     }
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -1393,7 +1413,8 @@ struct Sampled {
     event: u64,
     index: u64,
     leaf_hash: LeafHash,
-    /// From sending the request to holding a verified receipt.
+    /// From the request's start (when it was due, on a schedule) to holding a
+    /// verified receipt.
     verified_after: Duration,
 }
 
@@ -1531,13 +1552,16 @@ where
     let c = args.connections.min(jobs.len()).max(1);
     let looped = args.batch <= 1 && !args.thread_per_connection;
     eprintln!(
-        "driving {} requests over {c} connections{}{}{}…",
+        "driving {} requests over {c} connections{}{}{}{}…",
         jobs.len(),
         if args.pipeline > 1 {
             format!(", {} in flight on each", args.pipeline)
         } else {
             String::new()
         },
+        args.rate
+            .map(|r| format!(", {}/s on a fixed schedule", thousands(r)))
+            .unwrap_or_default(),
         if looped {
             " from one thread"
         } else {
@@ -1577,9 +1601,14 @@ where
         let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
         let ws = if looped {
             let mut w = Worker::new(&done, &failed);
-            let ran = crate::mux::run(target, c, args.pipeline, take, |j, started, answer| {
-                w.answered(&jobs[j], started, answer, &handle)
-            });
+            let ran = crate::mux::run(
+                target,
+                c,
+                args.pipeline,
+                args.rate,
+                take,
+                |j, started, answer| w.answered(&jobs[j], started, answer, &handle),
+            );
             if let Err(e) = ran {
                 loop_failed = Some(e.to_string());
             }
@@ -1695,6 +1724,8 @@ struct Report {
     node: String,
     connections: usize,
     pipeline: usize,
+    /// Requests a second offered on a fixed schedule (--rate), if any.
+    offered: Option<f64>,
     batch: usize,
     planned: u64,
     drive: Drive,
@@ -1766,6 +1797,7 @@ impl Report {
             node,
             connections: args.connections,
             pipeline: args.pipeline,
+            offered: args.rate,
             batch: args.batch,
             planned,
             failures: std::mem::take(&mut drive.sample_failures),
@@ -1854,6 +1886,15 @@ impl Report {
         Some(per_unit / (l.cores.max(1) as f64 / l.batch.per_sec))
     }
 
+    /// On a fixed schedule, whether the node answered under 97% of the requests a
+    /// second offered (what the schedule's start and the last answers' wait take
+    /// from a run of a few seconds is well under that).
+    fn behind_schedule(&self) -> bool {
+        let d = &self.drive;
+        self.offered
+            .is_some_and(|r| (d.requests as f64 / d.seconds.max(1e-9)) < 0.97 * r)
+    }
+
     fn rate(&self) -> f64 {
         self.drive.ok as f64 / self.drive.seconds.max(1e-9)
     }
@@ -1926,6 +1967,8 @@ impl Report {
             "requests": {
                 "count": d.requests,
                 "per_sec": (d.requests as f64 / d.seconds.max(1e-9)).round(),
+                "offered_per_sec": self.offered,
+                "behind_schedule": self.behind_schedule(),
                 "latency_ms": lat(&d.latencies),
                 "mean_latency_ms": self.mean_latency().map(ms),
             },
@@ -2016,11 +2059,14 @@ impl Report {
                 self.proofs_by.unwrap_or("index").replace('_', " ")
             ),
         };
-        let pipelined = if self.pipeline > 1 {
+        let mut pipelined = if self.pipeline > 1 {
             format!(" (pipelined, {} in flight on each)", self.pipeline)
         } else {
             String::new()
         };
+        if let Some(r) = self.offered {
+            pipelined += &format!(", {} requests/s offered on a fixed schedule", thousands(r));
+        }
         s += &format!(
             "custody bench: {what}, {} connections{pipelined}, node {}\n",
             self.connections, self.node
@@ -2081,9 +2127,29 @@ impl Report {
             let rps = d.requests as f64 / d.seconds.max(1e-9);
             s += &format!("requests: {} ({} req/s)\n", d.requests, thousands(rps));
         }
+        if let Some(r) = self.offered {
+            let rps = d.requests as f64 / d.seconds.max(1e-9);
+            s += &format!(
+                "schedule: {} requests/s answered of {} offered{}\n",
+                thousands(rps),
+                thousands(r),
+                if self.behind_schedule() {
+                    ": the node fell behind, so requests queued for a free connection and \
+                     latency grew with the run (it counts from when each was due); lower \
+                     --rate, or drop it to find the most the node takes"
+                } else {
+                    ""
+                }
+            );
+        }
         let v = &d.latencies;
         s += &format!(
-            "latency per request: p50 {}  p90 {}  p99 {}  max {}\n",
+            "latency per request{}: p50 {}  p90 {}  p99 {}  max {}\n",
+            if self.offered.is_some() {
+                " (from when it was due)"
+            } else {
+                ""
+            },
             human(pct(v, 0.5)),
             human(pct(v, 0.9)),
             human(pct(v, 0.99)),

@@ -109,7 +109,11 @@ struct Lp {
 /// A request on a connection, written or waiting to be, and not answered yet.
 struct Flight<T> {
     tag: T,
+    /// Where its latency counts from: when it was handed to the connection, or on a
+    /// schedule, when it was due.
     started: Instant,
+    /// When it was handed to the connection: it runs out of time from then.
+    sent: Instant,
     request: Vec<u8>,
     /// This request was already sent again once.
     resent: bool,
@@ -140,16 +144,116 @@ enum Broke {
     Failed(WireError),
 }
 
+/// Requests sent on a fixed schedule: the k-th (from 0) is due k / `per_sec` seconds
+/// after the start, whether or not the earlier ones have been answered, and goes on
+/// the connection that has been free longest. Its latency counts from when it was
+/// due, so a wait for a free connection counts as well (no coordinated omission:
+/// a node that stalls cannot hide the requests it held up).
+struct Schedule<T> {
+    start: Instant,
+    per_sec: f64,
+    /// Requests handed to a connection so far.
+    taken: u64,
+    /// The next request, taken from `next` ahead of its time.
+    ahead: Option<(T, Vec<u8>)>,
+    exhausted: bool,
+    /// Connections that can take another request, each listed once, longest free first.
+    free: VecDeque<usize>,
+    listed: Vec<bool>,
+}
+
+impl<T> Schedule<T> {
+    fn new(per_sec: f64, connections: usize) -> Schedule<T> {
+        Schedule {
+            start: Instant::now(),
+            per_sec,
+            taken: 0,
+            ahead: None,
+            exhausted: false,
+            free: (0..connections).collect(),
+            listed: vec![true; connections],
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.taken as f64 / self.per_sec)
+    }
+
+    /// Lists connection `i` as free if it can take another request.
+    fn offer(&mut self, i: usize, s: &Slot<T>, depth: usize) {
+        if s.flights.len() < depth && !self.listed[i] {
+            self.listed[i] = true;
+            self.free.push_back(i);
+        }
+    }
+
+    /// Whether there is a next request (taking it from `next` if need be).
+    fn pending(&mut self, next: &mut impl FnMut() -> Option<(T, Vec<u8>)>) -> bool {
+        if self.ahead.is_none() && !self.exhausted {
+            self.ahead = next();
+            self.exhausted = self.ahead.is_none();
+        }
+        self.ahead.is_some()
+    }
+
+    /// When the loop must wake to send the next request: when it is due, if a
+    /// connection is free for it (else an answer will wake the loop first).
+    fn wake(&self) -> Option<Instant> {
+        (self.ahead.is_some() && !self.free.is_empty()).then(|| self.due())
+    }
+}
+
+/// Hands every request already due to a free connection.
+fn dispatch<T>(
+    lp: &Lp,
+    slots: &mut [Slot<T>],
+    sc: &mut Schedule<T>,
+    next: &mut impl FnMut() -> Option<(T, Vec<u8>)>,
+    done: &mut impl FnMut(T, Instant, Result<Answer, WireError>),
+) {
+    while sc.pending(next) {
+        let due = sc.due();
+        if due > Instant::now() {
+            return;
+        }
+        let Some(i) = sc.free.pop_front() else {
+            return;
+        };
+        sc.listed[i] = false;
+        let s = &mut slots[i];
+        if s.flights.len() >= lp.depth {
+            continue;
+        }
+        let (tag, request) = sc.ahead.take().expect("a pending request");
+        sc.taken += 1;
+        s.out.extend_from_slice(&request);
+        s.flights.push_back(Flight {
+            tag,
+            started: due,
+            sent: Instant::now(),
+            request,
+            resent: false,
+        });
+        if let Err(broke) = transmit(lp, s, i) {
+            lost(lp, s, i, broke, done);
+        }
+        sc.offer(i, s, lp.depth);
+    }
+}
+
 /// Sends every request `next` yields over `connections` keep-alive connections at
 /// once, from this thread, up to `depth` of them in flight on each connection
 /// (HTTP/1.1 pipelining past 1: written one after another, answered in order), and
 /// hands each answer (or what went wrong) to `done` with the moment its request was
-/// started. Returns when `next` yields nothing more and every request sent has been
-/// answered or failed.
+/// started. Without `rate`, each connection sends its next request as soon as one of
+/// its own is answered; with it, requests go out on a fixed schedule of `rate` a
+/// second ([`Schedule`]) and each is "started" when it was due. Returns when `next`
+/// yields nothing more and every request sent has been answered or failed.
 pub fn run<T>(
     target: &Target,
     connections: usize,
     depth: usize,
+    rate: Option<f64>,
     mut next: impl FnMut() -> Option<(T, Vec<u8>)>,
     mut done: impl FnMut(T, Instant, Result<Answer, WireError>),
 ) -> std::io::Result<()> {
@@ -178,21 +282,30 @@ pub fn run<T>(
             flights: VecDeque::with_capacity(lp.depth),
         })
         .collect();
-    for (i, s) in slots.iter_mut().enumerate() {
-        fill(&lp, s, i, &mut next, &mut done);
+    let mut paced = rate.map(|r| Schedule::new(r, slots.len()));
+    if paced.is_none() {
+        for (i, s) in slots.iter_mut().enumerate() {
+            fill(&lp, s, i, &mut next, &mut done);
+        }
     }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // Wake up in time for the first request to run out of time.
+        if let Some(sc) = paced.as_mut() {
+            dispatch(&lp, &mut slots, sc, &mut next, &mut done);
+        }
+        // Wake up in time for the first request to run out of time (or, on a
+        // schedule, for the next to be sent).
         let now = Instant::now();
-        let Some(first_due) = slots
+        let first_timeout = slots
             .iter()
-            .filter_map(|s| s.flights.front().map(|f| f.started + lp.timeout))
+            .filter_map(|s| s.flights.front().map(|f| f.sent + lp.timeout))
             .min()
-        else {
+            .map(|t| t + Duration::from_millis(1));
+        let send = paced.as_ref().and_then(Schedule::wake);
+        let Some(wake) = first_timeout.into_iter().chain(send).min() else {
             return Ok(());
         };
-        let wait = first_due.saturating_duration_since(now) + Duration::from_millis(1);
+        let wait = wake.saturating_duration_since(now);
         match lp.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -208,13 +321,16 @@ pub fn run<T>(
             if let Err(broke) = advance(&lp, s, &mut buf, writable, &mut done) {
                 lost(&lp, s, i, broke, &mut done);
             }
-            fill(&lp, s, i, &mut next, &mut done);
+            match paced.as_mut() {
+                Some(sc) => sc.offer(i, s, lp.depth),
+                None => fill(&lp, s, i, &mut next, &mut done),
+            }
         }
         let now = Instant::now();
         for (i, s) in slots.iter_mut().enumerate() {
             if s.flights
                 .front()
-                .is_some_and(|f| now >= f.started + lp.timeout)
+                .is_some_and(|f| now >= f.sent + lp.timeout)
             {
                 // The node may have taken them: never sent again. The others on the
                 // connection go with it, since it is closed.
@@ -222,7 +338,10 @@ pub fn run<T>(
                 for f in std::mem::take(&mut s.flights) {
                     done(f.tag, f.started, Err(WireError::Timeout));
                 }
-                fill(&lp, s, i, &mut next, &mut done);
+                match paced.as_mut() {
+                    Some(sc) => sc.offer(i, s, lp.depth),
+                    None => fill(&lp, s, i, &mut next, &mut done),
+                }
             }
         }
     }
@@ -244,9 +363,11 @@ fn fill<T>(
                 break;
             };
             s.out.extend_from_slice(&request);
+            let now = Instant::now();
             s.flights.push_back(Flight {
                 tag,
-                started: Instant::now(),
+                started: now,
+                sent: now,
                 request,
                 resent: false,
             });
@@ -571,6 +692,7 @@ mod tests {
             t,
             c,
             depth,
+            None,
             || {
                 k += 1;
                 let body = (k - 1).to_string();
@@ -613,6 +735,114 @@ mod tests {
             .all(|r| matches!(r, Ok((201, b)) if b == b"ok")));
         drop(t);
         assert_eq!(server.join().unwrap(), (400, 0), "each request sent once");
+    }
+
+    #[test]
+    fn on_a_schedule_requests_go_when_due_and_their_wait_for_a_connection_counts() {
+        // Two connections, each answering 40 ms after a request: 50 a second at
+        // most, against 100 a second offered. Request k is due at 10k ms; the later
+        // ones wait for a connection, and that wait is part of their latency.
+        let (t, server) = server(2, |_, _, body, s| {
+            std::thread::sleep(Duration::from_millis(40));
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            true
+        });
+        let n = 10;
+        let mut k = 0;
+        let mut seen: Vec<Option<(Instant, Instant, Vec<u8>)>> = vec![None; n];
+        let t0 = Instant::now();
+        run(
+            &t,
+            2,
+            1,
+            Some(100.0),
+            || {
+                k += 1;
+                (k <= n).then(|| {
+                    let body = (k - 1).to_string();
+                    (
+                        k - 1,
+                        t.request("POST", "/v1/events", Some(body.as_bytes())),
+                    )
+                })
+            },
+            |j, started, r| {
+                assert!(seen[j].is_none(), "job {j} answered twice");
+                let (status, body) = r.expect("answered");
+                assert_eq!(status, 200);
+                seen[j] = Some((started, Instant::now(), body));
+            },
+        )
+        .unwrap();
+        let seen: Vec<_> = seen
+            .into_iter()
+            .map(|s| s.expect("every job answered"))
+            .collect();
+        let first = seen[0].0;
+        assert!(first >= t0);
+        for (j, (started, answered, body)) in seen.iter().enumerate() {
+            assert_eq!(body, j.to_string().as_bytes(), "job {j}");
+            // Started when due, to the nanosecond, not when a connection took it.
+            let due = Duration::from_millis(10 * j as u64);
+            let off = started.duration_since(first).abs_diff(due);
+            assert!(
+                off < Duration::from_micros(1),
+                "job {j} started {off:?} off its due time"
+            );
+            // Every answer took the server's 40 ms at least.
+            assert!(
+                answered.duration_since(*started) >= Duration::from_millis(40),
+                "job {j}"
+            );
+        }
+        // The last is answered no sooner than 5 rounds of 40 ms after the start, so
+        // its latency from its due time (90 ms) is at least 110 ms, though its
+        // connection took only 40 ms over it.
+        let (started, answered, _) = &seen[n - 1];
+        assert!(
+            answered.duration_since(*started) >= Duration::from_millis(110),
+            "the wait for a free connection was left out: {:?}",
+            answered.duration_since(*started)
+        );
+        drop(t);
+        assert_eq!(server.join().unwrap(), (n, 0), "each request sent once");
+    }
+
+    #[test]
+    fn on_a_schedule_a_fast_node_is_not_sent_requests_before_they_are_due() {
+        let (t, server) = server(4, |_, _, _, s| {
+            s.write_all(OK).unwrap();
+            true
+        });
+        let n = 21;
+        let mut k = 0;
+        let mut answered = 0;
+        let t0 = Instant::now();
+        run(
+            &t,
+            4,
+            1,
+            Some(200.0),
+            || {
+                k += 1;
+                (k <= n).then(|| (k, t.request("POST", "/v1/events", Some(b"x"))))
+            },
+            |_, _, r| {
+                assert!(matches!(r, Ok((201, _))));
+                answered += 1;
+            },
+        )
+        .unwrap();
+        assert_eq!(answered, n);
+        // The 21st was due 100 ms after the first; it cannot have gone sooner.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t0.elapsed()
+        );
+        drop(t);
+        assert_eq!(server.join().unwrap().0, n);
     }
 
     #[test]

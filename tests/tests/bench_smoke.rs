@@ -234,6 +234,36 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         );
     }
 
+    // On a fixed schedule (--rate): the requests go out at 600 a second whatever
+    // the answers do, so 300 of them take at least the 0.498 s until the last is
+    // due, and the report says what was offered.
+    let paced = bench(
+        &node,
+        work.path(),
+        &[
+            "--events",
+            "300",
+            "--rate",
+            "600",
+            "--connections",
+            "8",
+            "--sample",
+            "20",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_clean(&paced, "events");
+    assert_eq!(paced["requests"]["offered_per_sec"], 600.0, "{paced:#}");
+    assert!(
+        paced["requests"]["behind_schedule"].is_boolean(),
+        "{paced:#}"
+    );
+    assert!(
+        paced["events"]["seconds"].as_f64() >= Some(299.0 / 600.0),
+        "sent faster than the schedule: {paced:#}"
+    );
+
     // Pipelined: each connection writes 8 requests before reading their answers,
     // which the node must send back whole and in order.
     for (args, unit) in [
@@ -258,19 +288,27 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
 }
 
 #[test]
-fn pipelining_needs_one_event_per_request() {
+fn pipelining_and_a_schedule_need_one_event_per_request() {
     let node = Node::start();
     let work = tempfile::tempdir().expect("temp dir");
-    let run = custody(
-        work.path(),
-        Some(&node.url),
-        &["bench", "--events", "10", "--batch", "5", "--pipeline", "2"],
-    );
-    assert!(!run.ok, "pipelined batches were accepted:\n{}", run.stdout);
-    assert!(
-        run.stderr
-            .contains("--pipeline 2 needs one event or proof per request"),
-        "{}",
-        run.stderr
-    );
+    for (args, says) in [
+        (
+            ["--batch", "5", "--pipeline", "2"],
+            "--pipeline 2 needs one event or proof per request",
+        ),
+        (
+            ["--batch", "5", "--rate", "100"],
+            "--rate 100 needs one event or proof per request",
+        ),
+        (
+            ["--batch", "1", "--rate", "0"],
+            "--rate must be a positive number of requests a second, not 0",
+        ),
+    ] {
+        let mut all = vec!["bench", "--events", "10"];
+        all.extend_from_slice(&args);
+        let run = custody(work.path(), Some(&node.url), &all);
+        assert!(!run.ok, "{args:?} was accepted:\n{}", run.stdout);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
 }
