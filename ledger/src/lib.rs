@@ -15,6 +15,8 @@
 //! - [`replay`]: the rules applied to one entry at a given log state (shared by the
 //!   sequencer and the audit, so the two can never disagree).
 //! - [`verifier`]: verifier threads that open many callers' envelopes in shared batches.
+//! - [`gather`]: how the verifier threads and the sequencer take work off their
+//!   queues in batches.
 //! - [`receipt`]: what an appender gets back, and its verification.
 //! - [`stats`]: key indicators per brand and marketplace, each linked to its entries.
 //! - [`bundle`]: self-contained evidence bundles and their offline verification.
@@ -32,6 +34,7 @@ pub mod entry;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod gather;
 pub mod keyfile;
 pub mod receipt;
 pub mod replay;

@@ -14,6 +14,7 @@ use crate::checkpoint::SignedCheckpoint;
 use crate::entry::{self, format_time};
 use crate::envelope::Opened;
 use crate::error::{Code, LedgerError, Result};
+use crate::gather::{Gather, Gatherer};
 use crate::replay::{judge, LogView};
 use crate::roles::Actor;
 use crate::store::{CachedHashes, GroupHashes, NewEntry, Store};
@@ -142,6 +143,10 @@ pub struct Config {
     pub max_group: usize,
     /// Requests that may wait in the queue before submitters are told to back off.
     pub queue_capacity: usize,
+    /// How long a small group waits for more events while work is arriving
+    /// ([`crate::gather`]; zero: never, the default here; the node's
+    /// `--gather-wait-us` sets it for the node).
+    pub gather_wait: std::time::Duration,
     pub rules: Rules,
 }
 
@@ -150,6 +155,7 @@ impl Default for Config {
         Config {
             max_group: 4096,
             queue_capacity: 1024,
+            gather_wait: std::time::Duration::ZERO,
             rules: Rules::default(),
         }
     }
@@ -442,18 +448,11 @@ impl Worker {
                 }
             })
             .expect("spawning the receipts thread");
-        while let Ok(first) = rx.recv() {
-            let mut n = first.items.len();
-            let mut jobs = vec![first];
-            while n < self.config.max_group {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        n += j.items.len();
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
-                }
-            }
+        let mut gatherer = Gatherer::new(Gather {
+            max: self.config.max_group,
+            wait: self.config.gather_wait,
+        });
+        while let Some(jobs) = gatherer.next(&rx, |j: &Job| j.items.len()) {
             let a = self.group(jobs);
             if tx.send(a).is_err() {
                 // The answering thread is gone (it panicked): stop committing, so

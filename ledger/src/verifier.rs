@@ -3,7 +3,8 @@
 //!
 //! Single-event requests arrive one envelope at a time; checked alone, each costs
 //! a full signature verification and a hand-off to a thread of its own. The pool
-//! gathers whatever is waiting (up to [`MAX_GATHER`] envelopes) into one batch
+//! gathers whatever is waiting (up to [`MAX_GATHER`] envelopes; [`crate::gather`])
+//! into one batch
 //! equation, one thread per core, and answers each caller with its own verdicts.
 //! Given the store, a thread also looks up in one read which of the gathered
 //! events the log already holds ([`look_up`]), so the sequencer's one thread need
@@ -11,11 +12,13 @@
 
 use crate::envelope::{open_here, Envelope, Opened};
 use crate::error::{Code, LedgerError, Result};
+use crate::gather::{Gather, Gatherer};
 use crate::sequencer::{look_up, Prior};
 use crate::store::Store;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Most envelopes one thread gathers into one batch.
 pub const MAX_GATHER: usize = 512;
@@ -37,8 +40,14 @@ pub struct Verifier {
 impl Verifier {
     /// Starts `threads` verifier threads (at least one) behind a queue of
     /// `capacity` requests. With `store`, each gathered batch is also looked up in
-    /// it after opening.
-    pub fn start(threads: usize, capacity: usize, store: Option<Arc<Store>>) -> Verifier {
+    /// it after opening. `wait`: how long a small batch waits for more under load
+    /// ([`crate::gather`]; zero: never).
+    pub fn start(
+        threads: usize,
+        capacity: usize,
+        store: Option<Arc<Store>>,
+        wait: Duration,
+    ) -> Verifier {
         let (tx, rx) = sync_channel::<Work>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..threads.max(1))
@@ -47,7 +56,7 @@ impl Verifier {
                 let store = store.clone();
                 std::thread::Builder::new()
                     .name(format!("custody-verify-{i}"))
-                    .spawn(move || run(&rx, store.as_deref()))
+                    .spawn(move || run(&rx, store.as_deref(), wait))
                     .expect("spawning a verifier thread")
             })
             .collect();
@@ -86,28 +95,22 @@ impl Drop for Verifier {
     }
 }
 
-fn run(rx: &Mutex<Receiver<Work>>, store: Option<&Store>) {
+fn run(rx: &Mutex<Receiver<Work>>, store: Option<&Store>, wait: Duration) {
+    let mut gatherer = Gatherer::new(Gather {
+        max: MAX_GATHER,
+        wait,
+    });
     loop {
         // Take the first waiting request (blocking), then whatever else is already
-        // queued, and release the queue for the other threads before verifying.
-        let mut batch = Vec::new();
-        {
+        // queued (a small batch under load waits for more first), and release the
+        // queue for the other threads before verifying.
+        let batch = {
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            match rx.recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => return,
+            match gatherer.next(&rx, |w: &Work| w.envelopes.len()) {
+                Some(batch) => batch,
+                None => return,
             }
-            let mut n = batch[0].envelopes.len();
-            while n < MAX_GATHER {
-                match rx.try_recv() {
-                    Ok(w) => {
-                        n += w.envelopes.len();
-                        batch.push(w);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+        };
         let counts: Vec<usize> = batch.iter().map(|w| w.envelopes.len()).collect();
         let mut replies = Vec::with_capacity(batch.len());
         let mut all = Vec::with_capacity(counts.iter().sum());
@@ -142,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_caller_gets_its_own_verdicts_in_order() {
-        let v = Verifier::start(2, 1024, None);
+        let v = Verifier::start(2, 1024, None, Duration::ZERO);
         let (tx, rx) = std::sync::mpsc::channel();
         for caller in 0..50u8 {
             let mut envs: Vec<Envelope> = (0..(caller % 4 + 1))
@@ -179,7 +182,7 @@ mod tests {
     #[test]
     fn a_full_queue_is_refused_as_overloaded() {
         // One thread, held busy by a reply that waits; capacity one.
-        let v = Verifier::start(1, 1, None);
+        let v = Verifier::start(1, 1, None, Duration::ZERO);
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         v.submit(

@@ -159,7 +159,7 @@ fn verifier_threads_look_up_what_they_open_for_each_caller() {
         .collect();
     let size = store.size();
     let own_reads = seq.stats().sequencer_lookups.load(Relaxed);
-    let v = Verifier::start(2, 1024, Some(store.clone()));
+    let v = Verifier::start(2, 1024, Some(store.clone()), std::time::Duration::ZERO);
     let (tx, rx) = std::sync::mpsc::channel();
     // 60 callers of 1–3 envelopes: events already logged (300..310), new ones
     // (400..420, most sent by several callers), and now and then a bad signature

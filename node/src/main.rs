@@ -170,12 +170,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     tracing::info!(origin = %store.origin(), vkey = %store.vkey(), tree_size = cp.size, root = %cp.root, "log opened and checked");
     let config = a.sequencer_config();
     let sequencer = Sequencer::start(store, config);
-    let state = Arc::new(AppState::new(
-        sequencer,
-        a.limits(),
-        config.rules,
-        config.queue_capacity,
-    ));
+    let state = Arc::new(AppState::new(sequencer, a.limits(), config));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("custody-http")

@@ -9,7 +9,7 @@ use crate::problem::Problem;
 use ledger::cases::Rules;
 use ledger::envelope::{Envelope, Opened};
 use ledger::receipt::Receipt;
-use ledger::sequencer::{Prior, Reply, Sequencer, Stats, Submitter};
+use ledger::sequencer::{Config, Prior, Reply, Sequencer, Stats, Submitter};
 use ledger::store::Store;
 use ledger::verifier::Verifier;
 use ledger::{Code, LedgerError};
@@ -48,26 +48,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        sequencer: Sequencer,
-        limits: Limits,
-        rules: Rules,
-        queue_capacity: usize,
-    ) -> AppState {
+    /// `config`: what the sequencer was started with; the verifier threads take its
+    /// queue capacity and gathering wait too.
+    pub fn new(sequencer: Sequencer, limits: Limits, config: Config) -> AppState {
         let store = sequencer.store().clone();
         AppState {
             store: store.clone(),
             stats: sequencer.stats().clone(),
             sequencer: RwLock::new(Some(sequencer)),
             limits,
-            rules,
-            queue_capacity,
+            rules: config.rules,
+            queue_capacity: config.queue_capacity,
             metrics: Metrics::default(),
             budget: BodyBudget::new(limits.max_inflight_bytes),
             verifier: Verifier::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
-                queue_capacity,
+                config.queue_capacity,
                 Some(store),
+                config.gather_wait,
             ),
         }
     }
