@@ -94,12 +94,13 @@ pub struct ServeArgs {
     /// Most events committed together (one fsync and one checkpoint per group).
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_group: u64,
-    /// Under load (the previous batch held more than one event), a signature batch
-    /// or a commit group of fewer than 16 events waits this many microseconds, once,
-    /// for more before it is checked or committed (0: never). Fewer, larger groups
-    /// take fewer syncs, checkpoint signatures and signature batches per event, which
-    /// leaves the cores room for bursts; a request waits up to about twice this
-    /// longer. An idle node answers a lone request without waiting.
+    /// While requests keep arriving (the previous batch held more than one request,
+    /// and the next came within ten of these waits), a signature batch or a commit
+    /// group of fewer than 16 events waits this many microseconds, once, for more
+    /// before it is checked or committed (0: never). Fewer, larger groups take fewer
+    /// syncs, checkpoint signatures and signature batches per event, which leaves
+    /// the cores room for bursts; a request waits up to about twice this longer. An
+    /// idle node answers a lone request without waiting.
     #[arg(long, value_name = "MICROS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub gather_wait_us: u64,
     /// How far an event's claimed_at may lie ahead of the log's clock, in seconds.
