@@ -3,9 +3,10 @@
 //!
 //! Everything that is not the node's work happens outside the timed part: events are
 //! signed and request bodies serialised before the clock starts. Then C HTTP/1.1
-//! keep-alive connections send them as fast as the node answers, one event per
-//! `POST /v1/events` (all connections on one thread's event loop, `crate::mux`) or B
-//! per `POST /v1/events:batch` (a thread per connection). A fast wrong answer
+//! keep-alive connections send them as fast as the node answers (or, with `--rate`,
+//! on a fixed schedule, each latency counted from when its request was due), one
+//! event per `POST /v1/events` (all connections on one thread's event loop,
+//! `crate::mux`) or B per `POST /v1/events:batch` (a thread per connection). A fast wrong answer
 //! cannot pass: every receipt must name the event that was sent under a distinct
 //! index, a sample of receipts is verified cryptographically (checkpoint signature
 //! with the log's vkey, inclusion proof) and their entry bytes are fetched back and
@@ -90,7 +91,8 @@ pub struct Args {
     /// POST /v1/events:batch (the node's --max-batch caps it, 1000 by default).
     #[arg(short = 'b', long, value_name = "B", default_value_t = 1)]
     batch: usize,
-    /// Stop sending after this many seconds even if events (or proof requests) remain.
+    /// Stop sending after this many seconds even if events (or proof requests)
+    /// remain; with --rate, send the requests due within it.
     #[arg(short = 'T', long, value_name = "SECS")]
     duration: Option<f64>,
     /// Receipts (or proofs) to verify cryptographically, spread over the run.
@@ -142,8 +144,8 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
         );
     }
     if let Some(r) = args.rate {
-        if !(r > 0.0 && r.is_finite()) {
-            bail!("--rate must be a positive number of requests a second, not {r}");
+        if !(r >= 1.0 && r.is_finite()) {
+            bail!("--rate must be at least 1 request a second, not {r}");
         }
         if args.batch > 1 || args.thread_per_connection {
             bail!(
@@ -245,6 +247,10 @@ fn others_note(others: Option<f64>) -> String {
 /// Past this drift between the two readings the report says the machine changed
 /// speed during the run (this project's VMs moved ±15% between quiet runs).
 const DRIFT_WARNING: f64 = 0.15;
+
+/// On a schedule, a request sent more than this late waited for a free connection:
+/// the node had fallen behind.
+const BEHIND_MS: u64 = 10;
 
 /// The wait for an idle node before the limit is measured.
 #[derive(Debug, Default, Clone)]
@@ -1521,6 +1527,8 @@ struct Drive {
     ok: u64,
     requests: u64,
     latencies: Vec<Duration>,
+    /// On a schedule (--rate): how late each request was sent, sorted.
+    late: Vec<Duration>,
     errors: BTreeMap<String, u64>,
     indices: Vec<u64>,
     samples: Vec<Sampled>,
@@ -1580,7 +1588,13 @@ where
     let times0 = CpuTimes::now();
     let cpu0 = own_cpu_secs();
     let start = Instant::now();
-    let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    // A time limit: on a schedule, the requests due within it (each is sent, even
+    // if late, so that a node behind the schedule cannot drop its backlog from the
+    // figures); otherwise the requests started before it.
+    let (deadline, due_within) = match (args.duration, args.rate) {
+        (Some(d), Some(r)) => (None, (d * r).ceil() as usize),
+        (d, _) => (d.map(|d| start + Duration::from_secs_f64(d)), usize::MAX),
+    };
     // The next job's request, while there is time left.
     let take = || -> Option<(usize, Vec<u8>)> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1588,6 +1602,9 @@ where
         }
         loop {
             let j = next.fetch_add(1, Relaxed);
+            if j >= due_within {
+                return None;
+            }
             let job = jobs.get(j)?;
             sent.fetch_add(job.count, Relaxed);
             // Each job's request is taken once (a poisoned lock: skip that job).
@@ -1597,6 +1614,7 @@ where
         }
     };
     let mut loop_failed = None;
+    let mut late = Vec::new();
     let workers: Vec<Worker> = std::thread::scope(|s| {
         let progress = s.spawn(|| progress(&finished, &done, &failed, units, start));
         let ws = if looped {
@@ -1609,8 +1627,9 @@ where
                 take,
                 |j, started, answer| w.answered(&jobs[j], started, answer, &handle),
             );
-            if let Err(e) = ran {
-                loop_failed = Some(e.to_string());
+            match ran {
+                Ok(l) => late = l,
+                Err(e) => loop_failed = Some(e.to_string()),
             }
             vec![w]
         } else {
@@ -1653,6 +1672,7 @@ where
         ok: 0,
         requests: 0,
         latencies: Vec::new(),
+        late,
         errors: BTreeMap::new(),
         indices: Vec::new(),
         samples: Vec::new(),
@@ -1681,6 +1701,7 @@ where
         d.sample_failures.extend(w.sample_failures);
     }
     d.latencies.sort_unstable();
+    d.late.sort_unstable();
     d.samples.sort_by_key(|s| s.event);
     d
 }
@@ -1886,13 +1907,11 @@ impl Report {
         Some(per_unit / (l.cores.max(1) as f64 / l.batch.per_sec))
     }
 
-    /// On a fixed schedule, whether the node answered under 97% of the requests a
-    /// second offered (what the schedule's start and the last answers' wait take
-    /// from a run of a few seconds is well under that).
+    /// On a fixed schedule, whether the node fell behind it: more than 1% of the
+    /// requests went over [`BEHIND_MS`] late, waiting for a free connection (the
+    /// loop's own lateness is under its 1 ms wake-ups).
     fn behind_schedule(&self) -> bool {
-        let d = &self.drive;
-        self.offered
-            .is_some_and(|r| (d.requests as f64 / d.seconds.max(1e-9)) < 0.97 * r)
+        self.offered.is_some() && pct(&self.drive.late, 0.99) > Duration::from_millis(BEHIND_MS)
     }
 
     fn rate(&self) -> f64 {
@@ -1969,6 +1988,7 @@ impl Report {
                 "per_sec": (d.requests as f64 / d.seconds.max(1e-9)).round(),
                 "offered_per_sec": self.offered,
                 "behind_schedule": self.behind_schedule(),
+                "sent_late_ms": self.offered.map(|_| lat(&d.late)),
                 "latency_ms": lat(&d.latencies),
                 "mean_latency_ms": self.mean_latency().map(ms),
             },
@@ -2129,16 +2149,24 @@ impl Report {
         }
         if let Some(r) = self.offered {
             let rps = d.requests as f64 / d.seconds.max(1e-9);
+            let v = &d.late;
             s += &format!(
-                "schedule: {} requests/s answered of {} offered{}\n",
+                "schedule: {} requests/s answered of {} offered; sent after due: p50 {}  \
+                 p99 {}  max {}{}\n",
                 thousands(rps),
                 thousands(r),
+                human(pct(v, 0.5)),
+                human(pct(v, 0.99)),
+                human(v.last().copied().unwrap_or_default()),
                 if self.behind_schedule() {
-                    ": the node fell behind, so requests queued for a free connection and \
-                     latency grew with the run (it counts from when each was due); lower \
-                     --rate, or drop it to find the most the node takes"
+                    format!(
+                        "\n  the node fell behind: over 1% of the requests waited more than \
+                         {BEHIND_MS} ms for a free connection, and that wait is in their \
+                         latency (it counts from when each was due); lower --rate, add \
+                         --connections, or drop --rate to find the most the node takes"
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             );
         }

@@ -160,6 +160,10 @@ struct Schedule<T> {
     /// Connections that can take another request, each listed once, longest free first.
     free: VecDeque<usize>,
     listed: Vec<bool>,
+    /// For each request sent, how long after it was due it was handed to a
+    /// connection: the loop's own lateness (its wake-ups are whole milliseconds)
+    /// and any wait for a free connection.
+    late: Vec<Duration>,
 }
 
 impl<T> Schedule<T> {
@@ -172,6 +176,7 @@ impl<T> Schedule<T> {
             exhausted: false,
             free: (0..connections).collect(),
             listed: vec![true; connections],
+            late: Vec::new(),
         }
     }
 
@@ -227,10 +232,12 @@ fn dispatch<T>(
         let (tag, request) = sc.ahead.take().expect("a pending request");
         sc.taken += 1;
         s.out.extend_from_slice(&request);
+        let sent = Instant::now();
+        sc.late.push(sent.saturating_duration_since(due));
         s.flights.push_back(Flight {
             tag,
             started: due,
-            sent: Instant::now(),
+            sent,
             request,
             resent: false,
         });
@@ -248,7 +255,8 @@ fn dispatch<T>(
 /// started. Without `rate`, each connection sends its next request as soon as one of
 /// its own is answered; with it, requests go out on a fixed schedule of `rate` a
 /// second ([`Schedule`]) and each is "started" when it was due. Returns when `next`
-/// yields nothing more and every request sent has been answered or failed.
+/// yields nothing more and every request sent has been answered or failed; on a
+/// schedule, with how late each request was sent (in the order sent).
 pub fn run<T>(
     target: &Target,
     connections: usize,
@@ -256,7 +264,7 @@ pub fn run<T>(
     rate: Option<f64>,
     mut next: impl FnMut() -> Option<(T, Vec<u8>)>,
     mut done: impl FnMut(T, Instant, Result<Answer, WireError>),
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<Duration>> {
     // One address for every connection: a name that resolves to several (localhost)
     // most often names a node listening on IPv4 (the node's default). A node that
     // listens only on another of them: use --thread-per-connection, whose
@@ -303,7 +311,7 @@ pub fn run<T>(
             .map(|t| t + Duration::from_millis(1));
         let send = paced.as_ref().and_then(Schedule::wake);
         let Some(wake) = first_timeout.into_iter().chain(send).min() else {
-            return Ok(());
+            return Ok(paced.map(|sc| sc.late).unwrap_or_default());
         };
         let wait = wake.saturating_duration_since(now);
         match lp.poll.poll(&mut events, Some(wait)) {
@@ -752,7 +760,7 @@ mod tests {
         let mut k = 0;
         let mut seen: Vec<Option<(Instant, Instant, Vec<u8>)>> = vec![None; n];
         let t0 = Instant::now();
-        run(
+        let late = run(
             &t,
             2,
             1,
@@ -775,6 +783,10 @@ mod tests {
             },
         )
         .unwrap();
+        // How late each went: the last (due at 90 ms) waited for one of the two
+        // connections, each busy 40 ms a request, until 160 ms at the soonest.
+        assert_eq!(late.len(), n);
+        assert!(late[n - 1] >= Duration::from_millis(70), "{late:?}");
         let seen: Vec<_> = seen
             .into_iter()
             .map(|s| s.expect("every job answered"))
