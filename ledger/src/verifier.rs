@@ -4,8 +4,8 @@
 //! Single-event requests arrive one envelope at a time; checked alone, each costs
 //! a full signature verification and a hand-off to a thread of its own. The pool
 //! gathers whatever is waiting (up to [`MAX_GATHER`] envelopes; [`crate::gather`])
-//! into one batch
-//! equation, one thread per core, and answers each caller with its own verdicts.
+//! into one batch equation, one thread per core, and answers each caller with its
+//! own verdicts.
 //! Given the store, a thread also looks up in one read which of the gathered
 //! events the log already holds ([`look_up`]), so the sequencer's one thread need
 //! not (spec/storage.md §Committing).
