@@ -6,8 +6,9 @@
 //! keep-alive connections send them as fast as the node answers (or, with `--rate`,
 //! on a fixed schedule, each latency counted from when its request was due), one
 //! event per `POST /v1/events` (all connections on one thread's event loop,
-//! `crate::mux`) or B per `POST /v1/events:batch` (a thread per connection). A fast wrong answer
-//! cannot pass: every receipt must name the event that was sent under a distinct
+//! `crate::mux`) or B per `POST /v1/events:batch` (a thread per connection). A
+//! fast wrong answer cannot pass: every receipt must name the event that was sent
+//! under a distinct
 //! index, a sample of receipts is verified cryptographically (checkpoint signature
 //! with the log's vkey, inclusion proof) and their entry bytes are fetched back and
 //! compared with what was signed, and a consistency proof links the checkpoints from
@@ -1908,8 +1909,9 @@ impl Report {
     }
 
     /// On a fixed schedule, whether the node fell behind it: more than 1% of the
-    /// requests went over [`BEHIND_MS`] late, waiting for a free connection (the
-    /// loop's own lateness is under its 1 ms wake-ups).
+    /// requests went out over [`BEHIND_MS`] late, waiting for a free connection (or
+    /// for this bench's thread to run; the loop's own lateness is under its 1 ms
+    /// wake-ups).
     fn behind_schedule(&self) -> bool {
         self.offered.is_some() && pct(&self.drive.late, 0.99) > Duration::from_millis(BEHIND_MS)
     }
@@ -2160,10 +2162,11 @@ impl Report {
                 human(v.last().copied().unwrap_or_default()),
                 if self.behind_schedule() {
                     format!(
-                        "\n  the node fell behind: over 1% of the requests waited more than \
-                         {BEHIND_MS} ms for a free connection, and that wait is in their \
-                         latency (it counts from when each was due); lower --rate, add \
-                         --connections, or drop --rate to find the most the node takes"
+                        "\n  the node fell behind: over 1% of the requests went out more than \
+                         {BEHIND_MS} ms late, waiting for a free connection (or for this \
+                         bench's thread to run), and that wait is in their latency (it \
+                         counts from when each was due); lower --rate, add --connections, \
+                         or drop --rate to find the most the node takes"
                     )
                 } else {
                     String::new()
