@@ -137,21 +137,21 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
     if args.pipeline == 0 {
         bail!("--pipeline must be at least 1 (1 waits for each answer before the next request)");
     }
-    if args.pipeline > 1 && (args.batch > 1 || args.thread_per_connection) {
-        bail!(
-            "--pipeline {} needs one event or proof per request on the event loop: drop --batch \
-             and --thread-per-connection, or use --pipeline 1",
-            args.pipeline
-        );
-    }
     if let Some(r) = args.rate {
         if !(r >= 1.0 && r.is_finite()) {
             bail!("--rate must be at least 1 request a second, not {r}");
         }
-        if args.batch > 1 || args.thread_per_connection {
+    }
+    // What only the event loop (one event or proof per request) can do.
+    let loop_only = [
+        (args.pipeline > 1).then(|| format!("--pipeline {}", args.pipeline)),
+        args.rate.map(|r| format!("--rate {r}")),
+    ];
+    if args.batch > 1 || args.thread_per_connection {
+        if let Some(flag) = loop_only.into_iter().flatten().next() {
             bail!(
-                "--rate {r} needs one event or proof per request on the event loop: drop \
-                 --batch and --thread-per-connection"
+                "{flag} needs one event or proof per request on the event loop: drop --batch \
+                 and --thread-per-connection, or drop {flag}"
             );
         }
     }
@@ -2081,16 +2081,16 @@ impl Report {
                 self.proofs_by.unwrap_or("index").replace('_', " ")
             ),
         };
-        let mut pipelined = if self.pipeline > 1 {
+        let mut how = if self.pipeline > 1 {
             format!(" (pipelined, {} in flight on each)", self.pipeline)
         } else {
             String::new()
         };
         if let Some(r) = self.offered {
-            pipelined += &format!(", {} requests/s offered on a fixed schedule", thousands(r));
+            how += &format!(", {} requests/s offered on a fixed schedule", thousands(r));
         }
         s += &format!(
-            "custody bench: {what}, {} connections{pipelined}, node {}\n",
+            "custody bench: {what}, {} connections{how}, node {}\n",
             self.connections, self.node
         );
         s += &format!(

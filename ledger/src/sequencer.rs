@@ -143,7 +143,7 @@ pub struct Config {
     pub max_group: usize,
     /// Requests that may wait in the queue before submitters are told to back off.
     pub queue_capacity: usize,
-    /// How long a small group waits for more events while work is arriving
+    /// How long a small group waits for more events while requests keep arriving
     /// ([`crate::gather`]; zero: never, the default here; the node's
     /// `--gather-wait-us` sets it for the node).
     pub gather_wait: std::time::Duration,
