@@ -263,8 +263,9 @@ pub struct Store {
     edge: RwLock<Edge>,
     /// Serialises commits: one writer orders the log.
     commit_lock: Mutex<()>,
-    /// Whether flushes and compactions write with O_DIRECT ([`direct_io_works`]).
-    direct_io: bool,
+    /// Why flushes and compactions go through the page cache, if they do
+    /// ([`direct_io_refusal`]); `None`: they write with O_DIRECT.
+    page_cache_writes: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -302,14 +303,16 @@ fn db_options(direct_io: bool) -> (Options, Vec<(&'static str, Options)>) {
     // append instead of 7.9-10.4, with the `leaves` settings below.)
     o.set_max_total_wal_size(128 << 20);
     // Flushes and compactions write their files with O_DIRECT, a buffer at a time,
-    // where the filesystem takes it ([`direct_io_works`]). Through the page cache a
+    // where the filesystem takes it ([`direct_io_refusal`]). Through the page cache a
     // table file is synced when finished, so the disk's queue held a whole file's
     // writeback ahead of the next WAL sync, and commits waited 50-500 ms. A 4 KiB
     // write-and-sync probe beside a 1 GiB write: slowest sync 300-422 ms through the
     // page cache, 4-5 ms with O_DIRECT. Sustained runs of 1M single appends at
     // 15,000/s on a 25-41M log: p99 <= 25 ms in 4 of 7 with it against 1 of 4
     // without; slowest commit <= 25 ms in 6 of 7 against none of 4; batch appends
-    // unchanged (README §Performance, stop 34). Reads stay buffered.
+    // unchanged (README §Performance, stop 34). Reads, compactions' included, stay
+    // buffered; a table file just written is not in the page cache, so its first
+    // reads come from the disk.
     o.set_use_direct_io_for_flush_and_compaction(direct_io);
     // Every family: LZ4 (but `ids`, `leaves` and `hashes`, below), memtables bounded
     // (two per family), so that with the block cache what RocksDB holds in memory is
@@ -463,42 +466,54 @@ fn open_db(
     Ok((db, missing))
 }
 
-/// Whether files in `dir` take O_DIRECT writes, which RocksDB's flushes and
-/// compactions use when they can (see [`db_options`]): some filesystems refuse them
+/// Why RocksDB's flushes and compactions cannot write with O_DIRECT in `db_dir`
+/// (`Ok(None)`: they can, and do, see [`db_options`]). Some filesystems refuse it
 /// (tmpfs before Linux 6.6, some network and FUSE filesystems), and RocksDB would
-/// then refuse to open the store. Writes one aligned block to a probe file and
-/// removes it. Anything else than Linux: no (the page cache is used).
-pub fn direct_io_works(dir: &Path) -> bool {
+/// then refuse to open the store. Writes one aligned 4 KiB block to a probe file
+/// of this process's own (`direct-io-probe.<pid>`, which RocksDB ignores) and
+/// removes it. Only a refusal of O_DIRECT itself (EINVAL, EOPNOTSUPP) means the
+/// page cache; any other failure (a full disk, permissions) is an error naming the
+/// probe file. Anything but Linux: the page cache.
+fn direct_io_refusal(db_dir: &Path) -> Result<Option<String>> {
     #[cfg(target_os = "linux")]
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let probe = dir.join(DIRECT_IO_PROBE);
+        /// O_DIRECT wants the buffer, the offset and the length aligned to the
+        /// device's logical block, as RocksDB does (4 KiB unless the device says
+        /// otherwise); a filesystem that wants more answers no.
+        #[repr(align(4096))]
+        struct Block([u8; 4096]);
+        let probe = db_dir.join(format!("direct-io-probe.{}", std::process::id()));
+        let _ = std::fs::remove_file(&probe);
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(&probe)
-            .and_then(|mut f| {
-                // O_DIRECT wants the buffer, the offset and the length aligned to
-                // the device's block: 4 KiB covers the usual ones.
-                let buf = [0u8; 8192];
-                let at = buf.as_ptr().align_offset(4096);
-                f.write_all(&buf[at..at + 4096])
-            });
+            .and_then(|mut f| f.write_all(&Block([0; 4096]).0));
         let _ = std::fs::remove_file(&probe);
-        written.is_ok()
+        match written {
+            Ok(()) => Ok(None),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                Ok(Some(format!(
+                    "{} refused an O_DIRECT write: {e}",
+                    db_dir.display()
+                )))
+            }
+            Err(e) => Err(LedgerError::storage(format!(
+                "writing the probe file {} (to learn whether this filesystem takes \
+                 O_DIRECT writes): {e}",
+                probe.display()
+            ))),
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = dir;
-        false
+        let _ = db_dir;
+        Ok(Some("O_DIRECT is not used on this platform".to_owned()))
     }
 }
-
-/// The probe file of [`direct_io_works`], in the data directory, beside `db/`.
-const DIRECT_IO_PROBE: &str = "direct-io.probe";
 
 /// The lowest tree level whose hashes [`Store`] keeps in memory (one C2SP tile up).
 pub const UPPER_LEVEL: u8 = 8;
@@ -817,8 +832,11 @@ impl Store {
         };
         let env = Envelope::sign(&genesis.to_payload(), key.signing_key());
         let opened = env.open()?;
-        let direct_io = direct_io_works(dir);
-        let (db, _) = open_db(&dir.join(DB_DIR), true, direct_io)?;
+        let db_dir = dir.join(DB_DIR);
+        std::fs::create_dir_all(&db_dir)
+            .map_err(|e| LedgerError::storage(format!("creating {}: {e}", db_dir.display())))?;
+        let page_cache_writes = direct_io_refusal(&db_dir)?;
+        let (db, _) = open_db(&db_dir, true, page_cache_writes.is_none())?;
         db.put(META_LAYOUT, LAYOUT.to_be_bytes())
             .map_err(LedgerError::storage)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
@@ -833,7 +851,7 @@ impl Store {
             upper: RwLock::new(Vec::new()),
             edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
-            direct_io,
+            page_cache_writes,
         };
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
         let effects =
@@ -868,8 +886,13 @@ impl Store {
         }
         let key = LogKey::load(&key_path)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
-        let direct_io = direct_io_works(dir);
-        let (mut db, missing) = open_db(&dir.join(DB_DIR), false, direct_io)?;
+        let db_dir = dir.join(DB_DIR);
+        let page_cache_writes = if db_dir.is_dir() {
+            direct_io_refusal(&db_dir)?
+        } else {
+            None // open_db says what is wrong
+        };
+        let (mut db, missing) = open_db(&db_dir, false, page_cache_writes.is_none())?;
         let size = db
             .get(META_SIZE)
             .map_err(LedgerError::storage)?
@@ -1007,7 +1030,7 @@ impl Store {
             upper: RwLock::new(Vec::new()),
             edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
-            direct_io,
+            page_cache_writes,
         };
         let loaded = store.load_edge().and_then(|_| {
             let rebuilt = store.load_upper()?;
@@ -1234,11 +1257,11 @@ impl Store {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// Whether flushes and compactions write with O_DIRECT: false where the
-    /// filesystem refuses it ([`direct_io_works`]), and commits may then wait behind
-    /// their writeback.
-    pub fn direct_io(&self) -> bool {
-        self.direct_io
+    /// Why RocksDB's flushes and compactions go through the page cache, if they
+    /// do: the filesystem refused O_DIRECT ([`direct_io_refusal`]), and commits may
+    /// then wait behind their writeback. `None`: they write with O_DIRECT.
+    pub fn page_cache_writes(&self) -> Option<&str> {
+        self.page_cache_writes.as_deref()
     }
     pub fn origin(&self) -> &str {
         self.key.origin()
@@ -1935,52 +1958,79 @@ mod tests {
         Store::init(dir, origin, admin).unwrap()
     }
 
-    /// Flushes and compactions write with O_DIRECT exactly where the data
-    /// directory's filesystem takes it: the probe leaves no file behind, a directory
-    /// that does not exist is a no, and RocksDB's own record of its options (its
-    /// `LOG`) agrees with the store at creation and at the next open. Entries flushed
-    /// that way read back after the reopen.
+    /// Flushes and compactions write with O_DIRECT exactly where the store's
+    /// filesystem takes it: the probe leaves no file behind, a directory it cannot
+    /// write in is an error naming the probe, and RocksDB's own record of its
+    /// options (the newest `OPTIONS-*` file) agrees with the store at creation and at
+    /// the next open. Entries flushed and compacted that way read back after it.
     #[test]
     fn direct_io_follows_the_probe_and_reaches_rocksdb() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!direct_io_works(&dir.path().join("absent")));
-        let works = direct_io_works(dir.path());
-        assert!(!dir.path().join(DIRECT_IO_PROBE).exists());
+        let absent = dir.path().join("absent");
+        let e = direct_io_refusal(&absent).unwrap_err().to_string();
+        assert!(e.contains("direct-io-probe."), "{e}");
+        std::fs::create_dir(&absent).unwrap();
+        let works = direct_io_refusal(&absent).unwrap().is_none();
+        assert_eq!(std::fs::read_dir(&absent).unwrap().count(), 0);
         // Where the temporary directory is on a filesystem known to take O_DIRECT,
-        // the probe must say so (read from /proc/self/mounts: the longest mount
-        // point holding the directory).
+        // the probe must say so (from /proc/self/mounts: the longest mount point
+        // holding the directory, the last mounted of equals).
         let path = dir.path().canonicalize().unwrap();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let fs = mounts
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
-                (f.len() > 2 && path.starts_with(f[1])).then(|| (f[1].len(), f[2]))
+                let point = f.get(1)?.replace("\\040", " ");
+                path.starts_with(&point).then(|| (point.len(), f[2]))
             })
-            .max()
+            .max_by_key(|&(len, _)| len)
             .map(|(_, fs)| fs);
-        if cfg!(target_os = "linux") && matches!(fs, Some("ext4" | "xfs" | "btrfs")) {
+        if cfg!(target_os = "linux") && matches!(fs, Some("ext4" | "xfs")) {
             assert!(works, "the probe refused O_DIRECT on {fs:?}");
         }
+        let db = dir.path().join(DB_DIR);
         let recorded = || {
-            let log = std::fs::read_to_string(dir.path().join(DB_DIR).join("LOG")).unwrap();
-            let line = log
+            let newest = std::fs::read_dir(&db)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("OPTIONS-"))
+                .max_by_key(|n| n[8..].parse::<u64>().unwrap())
+                .expect("RocksDB writes an OPTIONS file");
+            let text = std::fs::read_to_string(db.join(newest)).unwrap();
+            let line = text
                 .lines()
-                .find(|l| l.contains("Options.use_direct_io_for_flush_and_compaction:"))
-                .expect("RocksDB's LOG lists its options");
-            line.trim_end().ends_with(": 1")
+                .find(|l| {
+                    l.trim_start()
+                        .starts_with("use_direct_io_for_flush_and_compaction=")
+                })
+                .expect("the OPTIONS file lists the option");
+            line.trim().ends_with("=true")
         };
         let store = new_store(dir.path(), "custody.test/direct");
-        assert_eq!((store.direct_io(), recorded()), (works, works));
+        assert_eq!(store.page_cache_writes().is_none(), works);
+        assert_eq!(recorded(), works);
         store.commit(synthetic(1, 999)).unwrap();
         store.flush_memtables().unwrap();
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        store
+            .db
+            .compact_range_cf_opt(store.ids(), None::<&[u8]>, None::<&[u8]>, &o);
         let last = store.entry(999).unwrap().unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!((store.direct_io(), recorded()), (works, works));
+        assert_eq!(store.page_cache_writes().is_none(), works);
+        assert_eq!(recorded(), works);
         assert_eq!(store.size(), 1000);
         assert_eq!(store.entry(999).unwrap().unwrap(), last);
-        assert!(!dir.path().join(DIRECT_IO_PROBE).exists());
+        let id = EventId::of_payload(b"{\"synthetic\":999}");
+        assert_eq!(store.index_of_event(&id).unwrap(), Some(999));
+        assert!(!std::fs::read_dir(&db).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("probe")));
     }
 
     /// The leaf index finds every entry by its leaf hash, whichever epoch it is in

@@ -168,11 +168,14 @@ fn serve(a: ServeArgs) -> Result<()> {
     let store = Arc::new(open_store(&a)?);
     let cp = store.checkpoint();
     tracing::info!(origin = %store.origin(), vkey = %store.vkey(), tree_size = cp.size, root = %cp.root, "log opened and checked");
-    if !store.direct_io() {
-        tracing::warn!(dir = %a.data.display(),
-            "this filesystem refuses O_DIRECT writes: RocksDB's flushes and compactions go \
-             through the page cache, and appends may wait 50-500 ms behind their writeback; \
-             for steady latency keep the data directory on ext4 or XFS");
+    if let Some(why) = store.page_cache_writes() {
+        tracing::warn!(
+            reason = why,
+            "RocksDB's flushes and compactions go through the page cache, not O_DIRECT: under \
+             a sustained load appends may wait 50-500 ms behind their writeback (latency only, \
+             no data is at risk). For steady latency keep the data directory on a local \
+             filesystem that takes O_DIRECT (ext4, XFS) and restart the node"
+        );
     }
     let config = a.sequencer_config();
     let sequencer = Sequencer::start(store, config);
