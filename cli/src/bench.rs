@@ -567,6 +567,9 @@ struct NodeUsage {
     /// Where single and batch appends spent their time, so far.
     single_stages: Option<Vec<Stage>>,
     batch_stages: Option<Vec<Stage>>,
+    /// `custody_store_direct_io`: whether RocksDB's flushes and compactions
+    /// write with O_DIRECT (`None`: the node does not say).
+    direct_io: Option<bool>,
 }
 
 /// One stage of the node's appends ([`NodeUsage`]), so far: the seconds requests
@@ -715,6 +718,7 @@ impl NodeUsage {
             commits: buckets(text, "custody_commit_seconds_bucket{le=\""),
             single_stages: Stage::single(text),
             batch_stages: Stage::batch(text),
+            direct_io: sample(text, "custody_store_direct_io").map(|v| v == 1.0),
         })
     }
 }
@@ -2024,6 +2028,7 @@ impl Report {
                 "serving_cpu_in_batch_verifies": round(self.cost_in_verifies(), 100.0),
                 "resident_bytes_after": after.resident_bytes as u64,
                 "peak_resident_bytes": after.peak_resident_bytes as u64,
+                "direct_io": after.direct_io,
             });
         }
         if let Some(r) = self.stages() {
@@ -2322,6 +2327,10 @@ impl Report {
                 after.resident_bytes / 1e6,
                 after.peak_resident_bytes / 1e6
             );
+            if after.direct_io == Some(false) {
+                s += "node storage: flushes and compactions go through the page cache (the \
+                      filesystem refused O_DIRECT), so commits may wait behind their writeback\n";
+            }
         }
         if d.errors.is_empty() {
             s += "errors: none\n";
@@ -2386,7 +2395,8 @@ mod tests {
                     custody_rocksdb_background_cpu_seconds_total 2.25\n\
                     process_resident_memory_bytes 1000\n\
                     process_resident_memory_bytes_other 7\n\
-                    custody_process_peak_resident_bytes 3000\n";
+                    custody_process_peak_resident_bytes 3000\n\
+                    custody_store_direct_io 1\n";
         assert_eq!(
             NodeUsage::parse(text),
             Some(NodeUsage {
@@ -2397,6 +2407,7 @@ mod tests {
                 commits: vec![],
                 single_stages: None,
                 batch_stages: None,
+                direct_io: Some(true),
             })
         );
         // An older node without them: no usage, not zeros.

@@ -171,7 +171,7 @@ impl Metrics {
         tree_size: u64,
         queue_capacity: usize,
         inflight: (u64, u64),
-        (memory, background_jobs): (ledger::store::StoreMemory, u64),
+        (memory, background_jobs, direct_io): (ledger::store::StoreMemory, u64, bool),
     ) -> String {
         let mut out = String::with_capacity(4096);
         let groups = stats.groups.load(Relaxed);
@@ -229,6 +229,12 @@ impl Metrics {
             "custody_store_background_jobs",
             "RocksDB flushes and compactions running, plus those due but not yet started, per family (0: idle).",
             background_jobs,
+        );
+        gauge(
+            &mut out,
+            "custody_store_direct_io",
+            "1: RocksDB's flushes and compactions write with O_DIRECT; 0: through the page cache (the filesystem refused O_DIRECT; see the node's start-up warning).",
+            u64::from(direct_io),
         );
         self.batch_stages.render_totals(
             &mut out,
@@ -523,6 +529,17 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The exposition of a log of 11 entries, with `jobs` background jobs.
+    fn exposition(m: &Metrics, stats: &Stats, jobs: u64, direct_io: bool) -> String {
+        m.render(
+            stats,
+            11,
+            1024,
+            (4096, 1 << 20),
+            (Default::default(), jobs, direct_io),
+        )
+    }
+
     #[test]
     fn histograms_are_cumulative_and_end_in_inf() {
         let stats = Stats::default();
@@ -533,7 +550,7 @@ mod tests {
         let m = Metrics::default();
         m.refused("bad_signature", 1);
         m.request("GET", "/v1/log", 200, Duration::from_millis(2));
-        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 2));
+        let text = exposition(&m, &stats, 2, true);
         assert!(text.contains("custody_group_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("custody_group_size_bucket{le=\"16\"} 3\n"));
@@ -545,6 +562,7 @@ mod tests {
         ));
         assert!(text.contains("custody_tree_size 11\n"));
         assert!(text.contains("custody_store_background_jobs 2\n"));
+        assert!(text.contains("custody_store_direct_io 1\n"));
         m.batch_stages([
             Duration::from_millis(3),
             Duration::ZERO,
@@ -553,8 +571,9 @@ mod tests {
             Duration::from_millis(20),
             Duration::ZERO,
         ]);
-        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 0));
+        let text = exposition(&m, &stats, 0, false);
         assert!(text.contains("custody_batch_requests_total 1\n"), "{text}");
+        assert!(text.contains("custody_store_direct_io 0\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"open\"} 0.0015\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"lookup\"} 0.0007\n"));
         assert!(text.contains("custody_batch_stage_seconds_total{stage=\"sequencer\"} 0.02\n"));
@@ -572,7 +591,7 @@ mod tests {
             Duration::ZERO,
             Duration::ZERO,
         ]);
-        let text = m.render(&stats, 11, 1024, (4096, 1 << 20), (Default::default(), 0));
+        let text = exposition(&m, &stats, 0, false);
         assert_eq!(
             text.matches("# TYPE custody_single_stage_seconds histogram\n")
                 .count(),
@@ -617,8 +636,13 @@ mod tests {
         assert!(b.cpu_seconds >= a.cpu_seconds, "{a:?} then {b:?}");
         assert!(b.rocksdb_background_cpu_seconds <= b.cpu_seconds);
         assert!(b.resident_bytes > 0 && b.peak_resident_bytes >= b.resident_bytes);
-        let text =
-            Metrics::default().render(&Stats::default(), 0, 1, (0, 1), (Default::default(), 0));
+        let text = Metrics::default().render(
+            &Stats::default(),
+            0,
+            1,
+            (0, 1),
+            (Default::default(), 0, false),
+        );
         for name in [
             "process_cpu_seconds_total ",
             "custody_rocksdb_background_cpu_seconds_total ",

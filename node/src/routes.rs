@@ -50,7 +50,11 @@ async fn metrics(State(s): State<Shared>) -> Response {
         s.store.size(),
         s.queue_capacity,
         (s.budget.in_use(), s.budget.capacity()),
-        (s.store.memory(), s.store.background_jobs()),
+        (
+            s.store.memory(),
+            s.store.background_jobs(),
+            s.store.page_cache_writes().is_none(),
+        ),
     );
     let mut resp = text.into_response();
     resp.headers_mut().insert(

@@ -109,6 +109,9 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
             "node_usage.{field} is reported and positive: {single:#}"
         );
     }
+    // Whether its flushes and compactions write with O_DIRECT: said either way,
+    // since the test's temporary directory may be on a filesystem that refuses it.
+    assert!(usage["direct_io"].is_boolean(), "{single:#}");
 
     // Its group commits during the load, from the node's own histogram: at least
     // one group and at most one per event, their times in order, and this
