@@ -2328,8 +2328,9 @@ impl Report {
                 after.peak_resident_bytes / 1e6
             );
             if after.direct_io == Some(false) {
-                s += "node storage: flushes and compactions go through the page cache (the \
-                      filesystem refused O_DIRECT), so commits may wait behind their writeback\n";
+                s += "node storage: flushes and compactions go through the page cache (its \
+                      filesystem refused O_DIRECT, or its platform does not use it), so commits \
+                      may wait behind their writeback\n";
             }
         }
         if d.errors.is_empty() {

@@ -233,7 +233,7 @@ impl Metrics {
         gauge(
             &mut out,
             "custody_store_direct_io",
-            "1: RocksDB's flushes and compactions write with O_DIRECT; 0: through the page cache (the filesystem refused O_DIRECT; see the node's start-up warning).",
+            "1: RocksDB's flushes and compactions write with O_DIRECT; 0: through the page cache (the filesystem refused O_DIRECT, or the platform does not use it; see the node's start-up warning).",
             u64::from(direct_io),
         );
         self.batch_stages.render_totals(
