@@ -8,11 +8,10 @@
 //! event per `POST /v1/events` (all connections on one thread's event loop,
 //! `crate::mux`) or B per `POST /v1/events:batch` (a thread per connection). A
 //! fast wrong answer cannot pass: every receipt must name the event that was sent
-//! under a distinct
-//! index, a sample of receipts is verified cryptographically (checkpoint signature
-//! with the log's vkey, inclusion proof) and their entry bytes are fetched back and
-//! compared with what was signed, and a consistency proof links the checkpoints from
-//! before and after the run. `--proofs Q` measures inclusion proof requests instead.
+//! under a distinct index, a sample of receipts is verified cryptographically
+//! (checkpoint signature with the log's vkey, inclusion proof) and their entry bytes
+//! are fetched back and compared with what was signed, and a consistency proof links
+//! the checkpoints from before and after the run. `--proofs Q` measures inclusion proof requests instead.
 //!
 //! The limit is raw Ed25519 verification on every core of this machine, one
 //! signature at a time (`verify_strict`) and in batches (`verify_batch`, the limit

@@ -147,12 +147,7 @@ mod tests {
             waited = true;
             tx.send(late).unwrap();
         };
-        let mut gather = Gatherer {
-            gather: g.gather,
-            previous: g.previous,
-        };
-        let got = gather.take(&rx, |_| size, sleep).unwrap();
-        g.previous = gather.previous;
+        let got = g.take(&rx, |_| size, sleep).unwrap();
         (got, waited)
     }
 
