@@ -83,6 +83,12 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A line that cannot be written is dropped. By default the subscriber then
+        // says so with `eprintln!`, which panics when stderr fails too: on a full
+        // disk holding the node's log, every refused append panicked its request's
+        // task (so its client got no answer), and the first line at start stopped
+        // the node.
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
