@@ -237,7 +237,26 @@ pub struct Node {
     pub http: reqwest::blocking::Client,
 }
 
-fn free_port() -> u16 {
+/// Starts `custody-node serve` on `data` (created with the test admin if it holds
+/// no log), listening on loopback `port`, its stderr to `stderr`, logging at info.
+pub fn spawn_serve(data: &Path, port: u16, extra: &[String], stderr: Stdio) -> Child {
+    Command::new(binary("custody-node"))
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--init-admin-key", &key_hex(&admin()), "--origin", ORIGIN])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("starting custody-node")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     l.local_addr().expect("local addr").port()
 }
@@ -293,20 +312,7 @@ impl Node {
             self.starts += 1;
             let port = free_port();
             let log = std::fs::File::create(self.log_path()).expect("log file");
-            let data = self.data_dir();
-            let child = Command::new(binary("custody-node"))
-                .arg("serve")
-                .arg("--data")
-                .arg(&data)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--init-admin-key", &key_hex(&admin()), "--origin", ORIGIN])
-                .args(&self.args)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting custody-node");
+            let child = spawn_serve(&self.data_dir(), port, &self.args, log.into());
             self.child = Some(child);
             self.url = format!("http://127.0.0.1:{port}");
             if self.wait_healthy() {

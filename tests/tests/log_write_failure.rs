@@ -3,7 +3,7 @@
 //! stops cleanly: its log lines are lost, nothing else.
 
 use custody_e2e::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -13,23 +13,8 @@ fn a_node_whose_log_cannot_be_written_still_answers() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full (Linux)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(binary("custody-node"))
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--init-admin-key", &key_hex(&admin()), "--origin", ORIGIN])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(full)
-        .spawn()
-        .expect("starting custody-node");
+    let port = free_port();
+    let mut child = spawn_serve(&dir.path().join("data"), port, &[], full.into());
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder()
         .no_proxy()
