@@ -105,7 +105,9 @@ fn run(rx: &Mutex<Receiver<Work>>, store: Option<&Store>, wait: Duration) {
         // queued (a small batch under load waits for more first), and release the
         // queue for the other threads before verifying. The lock is held through
         // that wait on purpose: what arrives meanwhile is the batch's to take, and
-        // another thread that took it would only make two small batches of one.
+        // another thread taking it would make a second small batch, each paying its
+        // own batch equation and lookup. The other threads wait meanwhile (at most
+        // the wait).
         let batch = {
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
             match gatherer.next(&rx, |w: &Work| w.envelopes.len()) {

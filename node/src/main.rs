@@ -30,6 +30,7 @@ use config::{CheckArgs, Cli, Cmd, InitArgs, ServeArgs};
 use ledger::sequencer::Sequencer;
 use ledger::store::Store;
 use state::AppState;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,8 @@ fn main() {
         Cmd::Check(a) => check(&a),
     };
     if let Err(e) = result {
-        eprintln!("custody-node: error: {e:#}");
+        // Not `eprintln!`, which panics (exit 101) if stderr cannot be written.
+        let _ = writeln!(std::io::stderr(), "custody-node: error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -85,9 +87,9 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         // A line that cannot be written is dropped. By default the subscriber then
         // says so with `eprintln!`, which panics when stderr fails too: on a full
-        // disk holding the node's log, every refused append panicked its request's
-        // task (so its client got no answer), and the first line at start stopped
-        // the node.
+        // disk holding the node's log, each request whose line could not be written
+        // panicked its task (so its client got no answer), and the first line at
+        // start stopped the node.
         .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -237,11 +237,12 @@ pub struct Node {
     pub http: reqwest::blocking::Client,
 }
 
-/// Starts `custody-node serve` on `data` (created with the test admin if it holds
-/// no log), listening on loopback `port`, its stderr to `stderr`, logging at info.
-pub fn spawn_serve(data: &Path, port: u16, extra: &[String], stderr: Stdio) -> Child {
-    Command::new(binary("custody-node"))
-        .arg("serve")
+/// The command that serves `data` (created with the test admin if it holds no log)
+/// on loopback `port`, logging at info (`RUST_LOG`), stdin and stdout closed; the
+/// caller chooses its stderr.
+pub fn serve_command(data: &Path, port: u16, extra: &[String]) -> Command {
+    let mut c = Command::new(binary("custody-node"));
+    c.arg("serve")
         .arg("--data")
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -249,10 +250,8 @@ pub fn spawn_serve(data: &Path, port: u16, extra: &[String], stderr: Stdio) -> C
         .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("starting custody-node")
+        .stdout(Stdio::null());
+    c
 }
 
 /// A loopback port that was free a moment ago.
@@ -312,7 +311,10 @@ impl Node {
             self.starts += 1;
             let port = free_port();
             let log = std::fs::File::create(self.log_path()).expect("log file");
-            let child = spawn_serve(&self.data_dir(), port, &self.args, log.into());
+            let child = serve_command(&self.data_dir(), port, &self.args)
+                .stderr(log)
+                .spawn()
+                .expect("starting custody-node");
             self.child = Some(child);
             self.url = format!("http://127.0.0.1:{port}");
             if self.wait_healthy() {
