@@ -27,9 +27,9 @@ fn a_node_whose_log_cannot_be_written_still_answers() {
         .build()
         .unwrap();
     // Debug level: every answer, a receipt's too, is a line the node cannot write.
-    // Its log cannot say it is listening, so a node that answers is known to be this
-    // one by its log: a fresh one, holding only the genesis. A port taken between
-    // probing and binding makes the node exit: then another port.
+    // Its stderr cannot say it is listening, so the server that answers is known to
+    // be this node by what it serves: a fresh log, holding only the genesis. A port
+    // taken between probing and binding makes the node exit: then another port.
     let (mut node, url) = (0..5)
         .find_map(|_| {
             let port = free_port();
