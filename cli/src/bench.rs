@@ -11,7 +11,8 @@
 //! under a distinct index, a sample of receipts is verified cryptographically
 //! (checkpoint signature with the log's vkey, inclusion proof) and their entry bytes
 //! are fetched back and compared with what was signed, and a consistency proof links
-//! the checkpoints from before and after the run. `--proofs Q` measures inclusion proof requests instead.
+//! the checkpoints from before and after the run. `--proofs Q` measures inclusion
+//! proof requests instead.
 //!
 //! The limit is raw Ed25519 verification on every core of this machine, one
 //! signature at a time (`verify_strict`) and in batches (`verify_batch`, the limit

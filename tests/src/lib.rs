@@ -254,6 +254,26 @@ pub fn serve_command(data: &Path, port: u16, extra: &[String]) -> Command {
     c
 }
 
+/// Sends `child` SIGTERM (graceful shutdown) and waits up to `within` for it to
+/// exit: its status, or None if it still runs (it is then killed).
+pub fn stop_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the node") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
@@ -365,22 +385,13 @@ impl Node {
 
     /// Stops the node with SIGTERM and waits for it to exit; returns its status.
     pub fn stop(&mut self) -> ExitStatus {
-        let _ = self.terminate();
         let mut child = self.child.take().expect("node is running");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the node") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "custody-node did not stop within 60 s of SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!(
+                "custody-node did not stop within 60 s of SIGTERM:\n{}",
+                self.log()
+            )
+        })
     }
 
     /// Stops the node (it must exit 0) and hands back its directory (`data/` inside),

@@ -87,22 +87,6 @@ fn a_node_whose_log_cannot_be_written_still_answers() {
         hex::encode(EventId::of_payload(&payload_of(&reg)).0),
         "{receipt}"
     );
-    let pid = node.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = node.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(30),
-            "the node did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = stop_child(&mut node.0, Duration::from_secs(30)).expect("the node did not stop");
     assert!(status.success(), "custody-node stopped with {status}");
 }
