@@ -192,9 +192,9 @@ fn progress(done: u64, total: u64, started: Instant, shown: &mut Shown, quiet: b
         " ".repeat(width - filled)
     );
     if terminal {
-        eprint!("\r{line}   ");
+        let _ = write!(std::io::stderr(), "\r{line}   ");
     } else {
-        eprintln!("{line}");
+        ledger::to_stderr!("{line}");
     }
     let _ = std::io::stderr().flush();
 }
@@ -223,7 +223,7 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
                 .context("/v1/log has no vkey")?
                 .to_owned();
             if !quiet {
-                eprintln!(
+                ledger::to_stderr!(
                     "note: no --log-key and no state file: trusting the node's key {k} from now on"
                 );
             }
@@ -392,7 +392,7 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
     })?;
     // End the redrawn line (a file already has whole lines).
     if !quiet && shown.terminal {
-        eprintln!();
+        ledger::to_stderr!();
     }
     if frontier.root() != cp.root {
         history = Some(format!(

@@ -310,7 +310,7 @@ fn wait_for_idle_node(client: &Client, max_secs: f64) -> Settled {
     let mut told = false;
     while idle_polls < 2 && started.elapsed().as_secs_f64() < max_secs {
         if let (Some(n @ 1..), false) = (last, told) {
-            eprintln!("waiting for the node's storage to finish {n} flush/compaction job(s) before measuring the limit (at most {max_secs} s, --settle)…");
+            ledger::to_stderr!("waiting for the node's storage to finish {n} flush/compaction job(s) before measuring the limit (at most {max_secs} s, --settle)…");
             told = true;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -327,7 +327,7 @@ fn wait_for_idle_node(client: &Client, max_secs: f64) -> Settled {
     let seconds = started.elapsed().as_secs_f64();
     let idle = idle_polls >= 2;
     if !idle {
-        eprintln!(
+        ledger::to_stderr!(
             "warning: the node was not seen idle within {seconds:.0} s (last reading: {}); the limit may read low",
             last.map_or("none".to_owned(), |n| format!("{n} storage job(s)"))
         );
@@ -352,7 +352,9 @@ fn measure_limit(secs: f64) -> Limit {
     if !(secs > 0.0 && secs.is_finite()) {
         return limit;
     }
-    eprintln!("measuring the Ed25519 limit on {cores} cores ({secs} s strict, {secs} s batch)…");
+    ledger::to_stderr!(
+        "measuring the Ed25519 limit on {cores} cores ({secs} s strict, {secs} s batch)…"
+    );
     let (msgs, sigs, vks) = limit_inputs();
     let span = Duration::from_secs_f64(secs);
     let window = Window::open();
@@ -399,7 +401,7 @@ fn batch_rate(
 
 /// The batch limit measured again, as before the load, after `settled`.
 fn measure_batch_again(cores: usize, secs: f64, settled: Settled) -> BatchReading {
-    eprintln!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
+    ledger::to_stderr!("measuring the Ed25519 batch limit again after the load ({secs} s)…");
     let (msgs, sigs, vks) = limit_inputs();
     let window = Window::open();
     let per_sec = batch_rate(cores, Duration::from_secs_f64(secs), &msgs, &sigs, &vks);
@@ -923,7 +925,7 @@ fn bench_appends(
         .context("the registration's receipt does not verify")?;
 
     // Sign everything before the clock starts, on every core.
-    eprintln!("signing {n} scan events (run {run_id})…");
+    ledger::to_stderr!("signing {n} scan events (run {run_id})…");
     let t = Instant::now();
     let cores = limit.cores.max(1);
     let envelopes: Vec<(Envelope, String)> = std::thread::scope(|s| {
@@ -1000,7 +1002,7 @@ fn bench_appends(
                 .unwrap_or(0)
         })
         .sum();
-    eprintln!(
+    ledger::to_stderr!(
         "signed {n} events into {} requests ({:.1} MB) in {:.1} s",
         jobs.len(),
         bytes as f64 / 1e6,
@@ -1239,7 +1241,7 @@ fn bench_proofs(
         })
         .collect();
     let sample_at = sample_points(q, args.sample);
-    eprintln!(
+    ledger::to_stderr!(
         "{q} inclusion proof requests for random entries of the tree of size {}, by {}",
         cp.size,
         by.replace('_', " ")
@@ -1382,7 +1384,7 @@ fn leaf_hashes_of_random_entries(
             asked.push((n * width + k, leaf));
         }
         if shown.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
+            ledger::to_stderr!(
                 "reading leaf hashes: {} of {} tiles ({:.0} s)",
                 done + 1,
                 picked.len(),
@@ -1564,7 +1566,7 @@ where
 {
     let c = args.connections.min(jobs.len()).max(1);
     let looped = args.batch <= 1 && !args.thread_per_connection;
-    eprintln!(
+    ledger::to_stderr!(
         "driving {} requests over {c} connections{}{}{}{}…",
         jobs.len(),
         if args.pipeline > 1 {
@@ -1691,7 +1693,7 @@ where
         *d.errors.entry("bench_thread_panicked".into()).or_default() += (c - workers.len()) as u64;
     }
     if let Some(e) = loop_failed {
-        eprintln!("the bench's driver failed: {e}");
+        ledger::to_stderr!("the bench's driver failed: {e}");
         *d.errors.entry("bench_driver_failed".into()).or_default() += 1;
     }
     for w in workers {

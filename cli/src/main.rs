@@ -205,9 +205,9 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e}");
+        ledger::to_stderr!("error: {e}");
         for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            ledger::to_stderr!("  caused by: {cause}");
         }
         std::process::exit(1);
     }

@@ -53,3 +53,15 @@ pub mod store;
 pub mod verifier;
 
 pub use error::{Code, LedgerError};
+
+/// `eprintln!`, except that a line stderr cannot take is dropped: `eprintln!`
+/// panics then (stderr on a full disk, say), which would stop a migration, an audit
+/// or a bench over a line about how far it got, or hide a command's error behind a
+/// panic.
+#[macro_export]
+macro_rules! to_stderr {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}

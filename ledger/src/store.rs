@@ -592,7 +592,7 @@ fn copy_prefixes(
             if batch.len() >= 100_000 || batch.size_in_bytes() >= 8 << 20 {
                 db.write(std::mem::take(&mut batch)).map_err(fail)?;
                 if copied >= next_report {
-                    eprintln!(
+                    crate::to_stderr!(
                         "custody: {copied}{of} '{}' keys copied to {family}",
                         prefix as char
                     );
@@ -601,7 +601,7 @@ fn copy_prefixes(
             }
         }
         db.write(batch).map_err(fail)?;
-        eprintln!(
+        crate::to_stderr!(
             "custody: {copied}{of} '{}' keys copied to {family}",
             prefix as char
         );
@@ -647,13 +647,13 @@ fn copy_leaf_index(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
         if batch.len() >= 100_000 {
             db.write(std::mem::take(&mut batch)).map_err(fail)?;
             if copied >= next_report {
-                eprintln!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
+                crate::to_stderr!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
                 next_report = copied + 1_000_000;
             }
         }
     }
     db.write(batch).map_err(fail)?;
-    eprintln!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
+    crate::to_stderr!("custody: {copied} of {size} leaf index keys copied to {LEAVES}");
     if copied != size {
         return Err(LedgerError::corrupt(format!(
             "the leaf index holds {copied} keys; a tree of size {size} has {size}"
@@ -728,7 +728,7 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
                 db.write(std::mem::take(&mut batch)).map_err(fail)?;
             }
             if tile.is_multiple_of(100_000) {
-                eprintln!("custody: {tile} of {full} tiles of tree hashes written");
+                crate::to_stderr!("custody: {tile} of {full} tiles of tree hashes written");
             }
         }
     }
@@ -738,7 +738,7 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
             "the store holds the tree hashes of {tile} full tiles; a tree of size {size} has {full}"
         )));
     }
-    eprintln!("custody: {tile} of {full} tiles of tree hashes written");
+    crate::to_stderr!("custody: {tile} of {full} tiles of tree hashes written");
     Ok(())
 }
 
@@ -951,7 +951,7 @@ impl Store {
         // then exactly as it was, and an older release can still open it.
         let mut created: Vec<&'static str> = Vec::new();
         if let Some(from) = from {
-            eprintln!(
+            crate::to_stderr!(
                 "custody: {} uses key layout {from}; {} (once; this copies the log's {}, so \
                  it needs as much free disk again)",
                 dir.display(),
@@ -1184,7 +1184,7 @@ impl Store {
         self.db
             .write_opt(last, &synced())
             .map_err(LedgerError::storage)?;
-        eprintln!(
+        crate::to_stderr!(
             "custody: {} is now in key layout {LAYOUT}; reclaiming the old keys' space",
             self.dir.display()
         );
@@ -1203,7 +1203,7 @@ impl Store {
             .compact_range_cf_opt(self.hashes_cf(), Some(b"h"), Some(b"i"), &o);
         self.db
             .compact_range_cf_opt(self.ids(), Some(b"l"), Some(b"m"), &o);
-        eprintln!("custody: migration of {} done", self.dir.display());
+        crate::to_stderr!("custody: migration of {} done", self.dir.display());
         Ok(())
     }
 

@@ -115,16 +115,16 @@ fn check(a: &CheckArgs) -> Result<()> {
     store
         .verify_all(&mut |done, total| {
             if terminal {
-                eprint!("\rchecked {done}/{total} entries");
+                let _ = write!(std::io::stderr(), "\rchecked {done}/{total} entries");
             } else if done == total || reported.elapsed().as_secs() >= 5 {
-                eprintln!("checked {done}/{total} entries");
+                ledger::to_stderr!("checked {done}/{total} entries");
                 reported = std::time::Instant::now();
             }
         })
         .with_context(|| format!("checking the log in {}", a.data.display()))?;
     let cp = store.checkpoint();
     if terminal {
-        eprintln!();
+        ledger::to_stderr!();
     }
     println!(
         "ok: {} entries of {} check against the signed checkpoint (root {}) in {:.1}s",

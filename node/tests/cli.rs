@@ -111,10 +111,8 @@ fn init_twice_in_one_directory_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Creates a log in `data` with `custody-node init`: the genesis entry only.
+fn init_log(data: &std::path::Path) {
     let init = node()
         .args(["init", "--origin", "custody.test/check", "--admin-key"])
         .arg(hex::encode(
@@ -123,7 +121,7 @@ fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
                 .as_bytes(),
         ))
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .output()
         .unwrap();
     assert!(
@@ -131,6 +129,13 @@ fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
+}
+
+#[test]
+fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init_log(&data);
     let ok = node()
         .arg("check")
         .arg("--data")
@@ -151,4 +156,31 @@ fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
         .unwrap();
     assert!(!empty.status.success());
     assert!(String::from_utf8_lossy(&empty.stderr).contains("custody-node init"));
+}
+
+/// Progress lines go to stderr; one that cannot be written (stderr on a full disk,
+/// here `/dev/full`) is dropped, and the check still runs and reports. With
+/// `eprintln!` the first line panicked (exit 101).
+#[test]
+fn check_reports_even_when_its_stderr_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init_log(&data);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full (Linux)");
+    let out = node()
+        .arg("check")
+        .arg("--data")
+        .arg(&data)
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "custody-node check: {}", out.status);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 entries"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -254,6 +254,15 @@ pub fn serve_command(data: &Path, port: u16, extra: &[String]) -> Command {
     c
 }
 
+/// `/dev/full`, open for writing: every write fails with ENOSPC, as on a full disk.
+/// For a child's stderr, to see that it copes with a log it cannot write.
+pub fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full (Linux)")
+}
+
 /// Sends `child` SIGTERM (graceful shutdown) and waits up to `within` for it to
 /// exit: its status, or None if it still runs (it is then killed).
 pub fn stop_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
@@ -621,6 +630,18 @@ impl Run {
 /// Runs the real `custody` binary with `args`, in `cwd`, against `node` (if any),
 /// with no config file of the user's.
 pub fn custody(cwd: &Path, node: Option<&str>, args: &[&str]) -> Run {
+    let out = custody_command(cwd, node, args)
+        .output()
+        .expect("running custody");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The command line [`custody`] runs, for a test that sets more (its stderr, say).
+pub fn custody_command(cwd: &Path, node: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary("custody"));
     cmd.current_dir(cwd)
         .args(args)
@@ -632,10 +653,5 @@ pub fn custody(cwd: &Path, node: Option<&str>, args: &[&str]) -> Run {
     if let Some(url) = node {
         cmd.env("CUSTODY_NODE", url);
     }
-    let out = cmd.output().expect("running custody");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }

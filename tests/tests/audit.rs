@@ -72,6 +72,32 @@ fn an_honest_log_passes_audit_twice_and_the_second_run_checks_consistency() {
     );
 }
 
+/// The audit's progress and its note about trusting the node's key go to stderr;
+/// lines that cannot be written there (a full disk, here `/dev/full`) are dropped
+/// and the audit still runs and reports. With `eprintln!` it panicked (exit 101).
+#[test]
+fn audit_reports_even_when_its_stderr_cannot_be_written() {
+    let node = Node::start();
+    let brand = key(2);
+    node.register(&brand, "Acme", "Acme", &["brand"]);
+    scans(&node, &brand, "a", 3);
+    let work = tempfile::tempdir().unwrap();
+    let out = custody_command(work.path(), None, &["audit", &node.url])
+        .stderr(dev_full())
+        .output()
+        .expect("running custody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "custody audit: {}\n{stdout}",
+        out.status
+    );
+    assert!(
+        stdout.contains("audited 5 entries") && stdout.contains("violations: 0"),
+        "{stdout}"
+    );
+}
+
 /// Builds a log, forks a copy of its store, grows both differently, audits the
 /// original, then serves the fork in its place and audits again.
 fn fork_detected(extra_in_fork: usize) -> Run {

@@ -33,14 +33,10 @@ fn a_node_whose_log_cannot_be_written_still_answers() {
     let (mut node, url) = (0..5)
         .find_map(|_| {
             let port = free_port();
-            let full = std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .expect("/dev/full (Linux)");
             let mut node = Killed(
                 serve_command(&data, port, &[])
                     .env("RUST_LOG", "debug")
-                    .stderr(full)
+                    .stderr(dev_full())
                     .spawn()
                     .expect("starting custody-node"),
             );
