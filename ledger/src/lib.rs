@@ -57,7 +57,8 @@ pub use error::{Code, LedgerError};
 /// `eprintln!`, except that a line stderr cannot take is dropped: `eprintln!`
 /// panics then (stderr on a full disk, say), which would stop a migration, an audit
 /// or a bench over a line about how far it got, or hide a command's error behind a
-/// panic.
+/// panic. (Unlike `eprintln!`, its lines are not captured by `cargo test`: a unit
+/// test that migrates a store shows them.)
 #[macro_export]
 macro_rules! to_stderr {
     ($($arg:tt)*) => {{
