@@ -73,8 +73,7 @@ fn main() {
         Cmd::Check(a) => check(&a),
     };
     if let Err(e) = result {
-        // Not `eprintln!`, which panics (exit 101) if stderr cannot be written.
-        let _ = writeln!(std::io::stderr(), "custody-node: error: {e:#}");
+        ledger::to_stderr!("custody-node: error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -160,27 +160,33 @@ fn check_passes_a_fresh_log_and_refuses_a_directory_without_one() {
 
 /// Progress lines go to stderr; one that cannot be written (stderr on a full disk,
 /// here `/dev/full`) is dropped, and the check still runs and reports. With
-/// `eprintln!` the first line panicked (exit 101).
+/// `eprintln!` the first line panicked (exit 101). An error it cannot write still
+/// ends the run with status 1, not a panic.
 #[test]
 fn check_reports_even_when_its_stderr_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     init_log(&data);
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .expect("/dev/full (Linux)");
-    let out = node()
-        .arg("check")
-        .arg("--data")
-        .arg(&data)
-        .stderr(full)
-        .output()
-        .unwrap();
+    let check = |data: &std::path::Path| {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full (Linux)");
+        node()
+            .arg("check")
+            .arg("--data")
+            .arg(data)
+            .stderr(full)
+            .output()
+            .unwrap()
+    };
+    let out = check(&data);
     assert!(out.status.success(), "custody-node check: {}", out.status);
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 entries"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let refused = check(&dir.path().join("nothing"));
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.status);
 }
