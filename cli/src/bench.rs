@@ -581,36 +581,15 @@ struct Stage {
     name: String,
     secs: f64,
     requests: f64,
-    /// (upper bound in seconds, requests at most that long so far), `+Inf` last;
-    /// empty for batch appends, whose stages the node reports as totals only.
+    /// (upper bound in seconds, requests at most that long so far), `+Inf` last.
     buckets: Vec<(f64, u64)>,
 }
 
 impl Stage {
-    /// Batch appends' stages: `custody_batch_requests_total` and
-    /// `custody_batch_stage_seconds_total{stage="…"}`, in the node's order.
-    fn batch(text: &str) -> Option<Vec<Stage>> {
-        let requests = sample(text, "custody_batch_requests_total")?;
-        let stages: Vec<Stage> = text
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix("custody_batch_stage_seconds_total{stage=\"")?;
-                let (name, v) = rest.split_once("\"} ")?;
-                Some(Stage {
-                    name: name.to_owned(),
-                    secs: v.trim().parse().ok()?,
-                    requests,
-                    buckets: Vec::new(),
-                })
-            })
-            .collect();
-        (!stages.is_empty()).then_some(stages)
-    }
-
-    /// Single appends' stages: the histogram `custody_single_stage_seconds`, a
-    /// series per stage, in the node's order.
-    fn single(text: &str) -> Option<Vec<Stage>> {
-        let name = "custody_single_stage_seconds";
+    /// The stages of one kind of append: the histogram `name`
+    /// (`custody_single_stage_seconds`, `custody_batch_stage_seconds`), a series per
+    /// stage, in the node's order.
+    fn read(text: &str, name: &str) -> Option<Vec<Stage>> {
         let count = format!("{name}_count{{stage=\"");
         let stages: Vec<Stage> = text
             .lines()
@@ -636,8 +615,8 @@ struct StageFigures {
     name: String,
     mean_secs: f64,
     /// The bucket bound under which 99% of the run's requests spent their time in
-    /// this stage (single appends; None for batch stages).
-    p99_at_most_secs: Option<f64>,
+    /// this stage (infinite: over the last bound).
+    p99_at_most_secs: f64,
 }
 
 impl StageFigures {
@@ -656,10 +635,7 @@ impl StageFigures {
                 if x.name != y.name || n != requests as f64 || y.secs < x.secs {
                     return None;
                 }
-                let p99_at_most_secs = match x.buckets.is_empty() {
-                    true => None,
-                    false => Some(Spread::between(&x.buckets, &y.buckets)?.at(0.99)),
-                };
+                let p99_at_most_secs = Spread::between(&x.buckets, &y.buckets)?.at(0.99);
                 Some(StageFigures {
                     name: x.name.clone(),
                     mean_secs: (y.secs - x.secs) / n,
@@ -718,8 +694,8 @@ impl NodeUsage {
             resident_bytes: sample(text, "process_resident_memory_bytes")?,
             peak_resident_bytes: sample(text, "custody_process_peak_resident_bytes")?,
             commits: buckets(text, "custody_commit_seconds_bucket{le=\""),
-            single_stages: Stage::single(text),
-            batch_stages: Stage::batch(text),
+            single_stages: Stage::read(text, "custody_single_stage_seconds"),
+            batch_stages: Stage::read(text, "custody_batch_stage_seconds"),
             direct_io: sample(text, "custody_store_direct_io").map(|v| v == 1.0),
         })
     }
@@ -2046,7 +2022,7 @@ impl Report {
                 .map(|f| {
                     let figures = json!({
                         "mean_ms": (f.mean_secs * 1e6).round() / 1e3,
-                        "p99_ms_at_most": f.p99_at_most_secs.and_then(bound_ms),
+                        "p99_ms_at_most": bound_ms(f.p99_at_most_secs),
                     });
                     (f.name.clone(), figures)
                 })
@@ -2291,12 +2267,10 @@ impl Report {
                 .stages
                 .iter()
                 .map(|f| {
-                    let p99 = match f.p99_at_most_secs {
-                        Some(b) if b.is_finite() => {
-                            format!(" (p99 ≤ {})", human(Duration::from_secs_f64(b)))
-                        }
-                        Some(_) => " (p99 over a second)".into(),
-                        None => String::new(),
+                    let b = f.p99_at_most_secs;
+                    let p99 = match b.is_finite() {
+                        true => format!(" (p99 ≤ {})", human(Duration::from_secs_f64(b))),
+                        false => " (p99 over a second)".into(),
                     };
                     format!(
                         "{} {}{p99}",
@@ -2442,15 +2416,21 @@ mod tests {
         assert_eq!(NodeUsage::parse("custody_tree_size 5\n"), None);
     }
 
-    /// An exposition's stage lines: batch totals, and single appends' verify and
-    /// sequencer series with `requests` requests, `verify` seconds in verify (all
-    /// of them within 1 ms but `slow`, within 25 ms) and 2.5 s in sequencer.
+    /// An exposition's stage lines: batch appends' open series (3 requests, 0.5 s),
+    /// and single appends' verify and sequencer series with `requests` requests,
+    /// `verify` seconds in verify (all of them within 1 ms but `slow`, within 25 ms)
+    /// and 2.5 s in sequencer.
     fn stages(requests: u64, verify: f64, slow: u64) -> String {
         let fast = requests - slow;
         let name = "custody_single_stage_seconds";
+        let batch = "custody_batch_stage_seconds";
         format!(
-            "custody_batch_requests_total 3\n\
-             custody_batch_stage_seconds_total{{stage=\"open\"}} 0.5\n\
+            "# TYPE {batch} histogram\n\
+             {batch}_bucket{{stage=\"open\",le=\"0.001\"}} 0\n\
+             {batch}_bucket{{stage=\"open\",le=\"0.025\"}} 1\n\
+             {batch}_bucket{{stage=\"open\",le=\"+Inf\"}} 3\n\
+             {batch}_sum{{stage=\"open\"}} 0.5\n\
+             {batch}_count{{stage=\"open\"}} 3\n\
              # TYPE {name} histogram\n\
              {name}_bucket{{stage=\"verify\",le=\"0.001\"}} {fast}\n\
              {name}_bucket{{stage=\"verify\",le=\"0.025\"}} {requests}\n\
@@ -2467,7 +2447,9 @@ mod tests {
 
     #[test]
     fn stage_figures_are_the_difference_between_two_readings() {
-        let a = Stage::single(&stages(10, 1.0, 0)).unwrap();
+        let single = |text: &str| Stage::read(text, "custody_single_stage_seconds");
+        let batch = |text: &str| Stage::read(text, "custody_batch_stage_seconds");
+        let a = single(&stages(10, 1.0, 0)).unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(
             (a[0].name.as_str(), a[0].requests, a[0].secs),
@@ -2478,34 +2460,34 @@ mod tests {
             vec![(0.001, 10), (0.025, 10), (f64::INFINITY, 10)]
         );
         assert_eq!(
-            Stage::batch(&stages(10, 1.0, 0)),
+            batch(&stages(10, 1.0, 0)),
             Some(vec![Stage {
                 name: "open".into(),
                 secs: 0.5,
                 requests: 3.0,
-                buckets: vec![]
+                buckets: vec![(0.001, 0), (0.025, 1), (f64::INFINITY, 3)]
             }])
         );
         // 100 more requests, 3 s more in verify: 30 ms each on average, 1 of the
         // 100 over 1 ms, so the 99th percentile is within 1 ms; with 2 slow, not.
-        let b = Stage::single(&stages(110, 4.0, 1)).unwrap();
+        let b = single(&stages(110, 4.0, 1)).unwrap();
         let f = StageFigures::between(&a, &b, 100).unwrap();
         assert_eq!(f[0].name, "verify");
         assert!((f[0].mean_secs - 0.03).abs() < 1e-12, "{f:?}");
-        assert_eq!(f[0].p99_at_most_secs, Some(0.001));
+        assert_eq!(f[0].p99_at_most_secs, 0.001);
         assert_eq!(f[1].mean_secs, 0.0);
-        assert_eq!(f[1].p99_at_most_secs, Some(0.025));
-        let c = Stage::single(&stages(110, 4.0, 2)).unwrap();
+        assert_eq!(f[1].p99_at_most_secs, 0.025);
+        let c = single(&stages(110, 4.0, 2)).unwrap();
         assert_eq!(
             StageFigures::between(&a, &c, 100).unwrap()[0].p99_at_most_secs,
-            Some(0.025)
+            0.025
         );
         // The node timed other requests too (another client, or a restart that
         // served more than before), or none: no figures rather than wrong ones.
         assert_eq!(StageFigures::between(&a, &b, 99), None);
         assert_eq!(StageFigures::between(&a, &b, 101), None);
         assert_eq!(StageFigures::between(&a, &a, 0), None);
-        let restarted = Stage::single(&stages(5, 0.5, 0)).unwrap();
+        let restarted = single(&stages(5, 0.5, 0)).unwrap();
         assert_eq!(StageFigures::between(&a, &restarted, 100), None);
         // Stages that differ between the readings, or a sum that fell.
         let mut renamed = b.clone();
@@ -2519,8 +2501,8 @@ mod tests {
         fell[0].secs = 0.5;
         assert_eq!(StageFigures::between(&a, &fell, 100), None);
         // A node that does not time stages.
-        assert_eq!(Stage::single("custody_tree_size 5\n"), None);
-        assert_eq!(Stage::batch("custody_tree_size 5\n"), None);
+        assert_eq!(single("custody_tree_size 5\n"), None);
+        assert_eq!(batch("custody_tree_size 5\n"), None);
     }
 
     /// A node's exposition with the usage lines and a commit histogram of

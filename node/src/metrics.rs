@@ -20,16 +20,16 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Non-cumulative counts per bound of [`HTTP_BOUNDS_S`], plus one overflow slot.
     latency: Mutex<([u64; HTTP_BOUNDS_S.len() + 1], f64)>,
-    /// Batch appends answered, and the time they spent in each of [`BATCH_STAGES`].
+    /// Batch appends answered, and their time in each of [`BATCH_STAGES`].
     batch_stages: StageTimes<{ BATCH_STAGES.len() }>,
     /// Single appends answered with a receipt, and their time in [`SINGLE_STAGES`].
     single_stages: StageTimes<{ SINGLE_STAGES.len() }>,
 }
 
-/// The stages of `POST /v1/events:batch`, in order: reading the body, parsing it,
-/// opening the envelopes (a blocking thread, signature checks on all cores), looking
-/// the events up in the store, waiting for the sequencer (queue, judging, commit,
-/// receipts), and writing the answer's bytes.
+/// The stages of `POST /v1/events:batch` answered (refused requests are not timed),
+/// in order: reading the body, parsing it, opening the envelopes (a blocking thread,
+/// signature checks on all cores), looking the events up in the store, waiting for
+/// the sequencer (queue, judging, commit, receipts), and writing the answer's bytes.
 pub const BATCH_STAGES: [&str; 6] = ["body", "parse", "open", "lookup", "sequencer", "respond"];
 
 /// The stages of `POST /v1/events` answered with a receipt (refused appends are not
@@ -43,12 +43,23 @@ pub const BATCH_STAGES: [&str; 6] = ["body", "parse", "open", "lookup", "sequenc
 /// sum.
 pub const SINGLE_STAGES: [&str; 5] = ["body", "verify", "sequencer", "resume", "respond"];
 
-/// Requests answered, and the time they spent in each of `N` stages: summed (in
-/// nanoseconds: the short stages take a few microseconds), and counted in the
-/// buckets of [`LATENCY_BOUNDS_MS`] (exposed for single appends only).
+/// [`LATENCY_BOUNDS_MS`] in nanoseconds, the unit a stage's time is summed in.
+const LATENCY_BOUNDS_NS: [u64; LATENCY_BOUNDS_MS.len()] = {
+    let mut ns = [0; LATENCY_BOUNDS_MS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BOUNDS_MS[i] * 1e6) as u64;
+        i += 1;
+    }
+    ns
+};
+
+/// The time requests answered spent in each of `N` stages: summed, and counted in
+/// the buckets of [`LATENCY_BOUNDS_MS`]; exposed as one histogram with a series per
+/// stage, whose `_count` is the requests answered.
 #[derive(Debug)]
 struct StageTimes<const N: usize> {
-    requests: AtomicU64,
+    /// Per stage, nanoseconds summed (the short stages take a few microseconds).
     nanos: [AtomicU64; N],
     /// Per stage, requests per bucket (not cumulative); the last slot counts those
     /// above every bound.
@@ -58,7 +69,6 @@ struct StageTimes<const N: usize> {
 impl<const N: usize> Default for StageTimes<N> {
     fn default() -> Self {
         StageTimes {
-            requests: AtomicU64::new(0),
             nanos: std::array::from_fn(|_| AtomicU64::new(0)),
             buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
@@ -67,40 +77,17 @@ impl<const N: usize> Default for StageTimes<N> {
 
 impl<const N: usize> StageTimes<N> {
     fn add(&self, took: [Duration; N]) {
-        self.requests.fetch_add(1, Relaxed);
         for ((sum, buckets), t) in self.nanos.iter().zip(&self.buckets).zip(took) {
-            sum.fetch_add(t.as_nanos() as u64, Relaxed);
-            let ms = t.as_secs_f64() * 1e3;
-            let slot = LATENCY_BOUNDS_MS
-                .iter()
-                .position(|&b| ms <= b)
-                .unwrap_or(LATENCY_BOUNDS_MS.len());
+            // u64 nanoseconds hold 584 years: only a nonsense duration is cut.
+            let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+            sum.fetch_add(ns, Relaxed);
+            let slot = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
             buckets[slot].fetch_add(1, Relaxed);
         }
     }
 
-    /// As counters: `custody_{kind}_requests_total` and
-    /// `custody_{kind}_stage_seconds_total{stage}`.
-    fn render_totals(&self, out: &mut String, kind: &str, stages: &[&str; N], help: [&str; 2]) {
-        counter(
-            out,
-            &format!("custody_{kind}_requests_total"),
-            help[0],
-            self.requests.load(Relaxed),
-        );
-        let name = format!("custody_{kind}_stage_seconds_total");
-        header(out, &name, help[1], "counter");
-        for (stage, sum) in stages.iter().zip(&self.nanos) {
-            let _ = writeln!(
-                out,
-                "{name}{{stage=\"{stage}\"}} {}",
-                sum.load(Relaxed) as f64 / 1e9
-            );
-        }
-    }
-
     /// As one histogram `name` with a series per stage (label `stage`).
-    fn render_histogram(&self, out: &mut String, name: &str, stages: &[&str; N], help: &str) {
+    fn render(&self, out: &mut String, name: &str, stages: &[&str; N], help: &str) {
         header(out, name, help, "histogram");
         let bounds = latency_bounds();
         for ((stage, sum), buckets) in stages.iter().zip(&self.nanos).zip(&self.buckets) {
@@ -236,16 +223,13 @@ impl Metrics {
             "1: RocksDB's flushes and compactions write with O_DIRECT; 0: through the page cache (the filesystem refused O_DIRECT, or the platform does not use it; see the node's start-up warning).",
             u64::from(direct_io),
         );
-        self.batch_stages.render_totals(
+        self.batch_stages.render(
             &mut out,
-            "batch",
+            "custody_batch_stage_seconds",
             &BATCH_STAGES,
-            [
-                "Batch appends answered (the denominator of custody_batch_stage_seconds_total).",
-                "Time batch appends spent in each stage, summed over requests: body, parse, open (signature checks), lookup (de-duplication index), sequencer (queue, judging, commit, receipts), respond.",
-            ],
+            "Time batch appends answered spent in each stage: body (read), parse, open (signature checks), lookup (de-duplication index), sequencer (queue, judging, synced commit, receipts), respond.",
         );
-        self.single_stages.render_histogram(
+        self.single_stages.render(
             &mut out,
             "custody_single_stage_seconds",
             &SINGLE_STAGES,
@@ -572,11 +556,23 @@ mod tests {
             Duration::ZERO,
         ]);
         let text = exposition(&m, &stats, 0, false);
-        assert!(text.contains("custody_batch_requests_total 1\n"), "{text}");
         assert!(text.contains("custody_store_direct_io 0\n"));
-        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"open\"} 0.0015\n"));
-        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"lookup\"} 0.0007\n"));
-        assert!(text.contains("custody_batch_stage_seconds_total{stage=\"sequencer\"} 0.02\n"));
+        for line in [
+            "# TYPE custody_batch_stage_seconds histogram\n",
+            "custody_batch_stage_seconds_count{stage=\"open\"} 1\n",
+            "custody_batch_stage_seconds_sum{stage=\"open\"} 0.0015\n",
+            "custody_batch_stage_seconds_bucket{stage=\"open\",le=\"0.001\"} 0\n",
+            "custody_batch_stage_seconds_bucket{stage=\"open\",le=\"0.002\"} 1\n",
+            "custody_batch_stage_seconds_sum{stage=\"lookup\"} 0.0007\n",
+            "custody_batch_stage_seconds_sum{stage=\"sequencer\"} 0.02\n",
+            // 20 ms: above 15 ms, at most 25 ms.
+            "custody_batch_stage_seconds_bucket{stage=\"sequencer\",le=\"0.015\"} 0\n",
+            "custody_batch_stage_seconds_bucket{stage=\"sequencer\",le=\"0.025\"} 1\n",
+            // A stage that took no time is at most the first bound.
+            "custody_batch_stage_seconds_bucket{stage=\"parse\",le=\"0.0005\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         m.single_stages([
             Duration::from_micros(40),
             Duration::from_micros(5200),
@@ -612,8 +608,29 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
-        // The batch sums are their own.
-        assert!(text.contains("custody_batch_requests_total 1\n"), "{text}");
+        // The batch series are their own.
+        assert!(text.contains("custody_batch_stage_seconds_count{stage=\"open\"} 1\n"));
+    }
+
+    /// A time exactly on a bound counts under it (`le`: at most), a nanosecond more
+    /// under the next; past the last bound only `+Inf` counts it.
+    #[test]
+    fn stage_times_fall_in_the_first_bucket_they_do_not_exceed() {
+        let t = StageTimes::<1>::default();
+        let slot_of = |took: Duration| {
+            let before: Vec<u64> = t.buckets[0].iter().map(|b| b.load(Relaxed)).collect();
+            t.add([took]);
+            (0..before.len())
+                .find(|&i| t.buckets[0][i].load(Relaxed) > before[i])
+                .expect("one bucket grew")
+        };
+        assert_eq!(slot_of(Duration::ZERO), 0);
+        assert_eq!(slot_of(Duration::from_micros(500)), 0);
+        assert_eq!(slot_of(Duration::from_nanos(500_001)), 1);
+        assert_eq!(slot_of(Duration::from_micros(7_500)), 5);
+        assert_eq!(slot_of(Duration::from_secs(1)), LATENCY_BOUNDS_MS.len() - 1);
+        assert_eq!(slot_of(Duration::from_secs(2)), LATENCY_BOUNDS_MS.len());
+        assert_eq!(slot_of(Duration::MAX), LATENCY_BOUNDS_MS.len());
     }
 
     #[test]

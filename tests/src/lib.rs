@@ -168,7 +168,7 @@ pub fn reference_to(receipt: &Value) -> Value {
 }
 
 /// The value of the `/metrics` sample named exactly `name` (labels included, e.g.
-/// `custody_batch_stage_seconds_total{stage="open"}`) in the exposition `text`.
+/// `custody_batch_stage_seconds_sum{stage="open"}`) in the exposition `text`.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))

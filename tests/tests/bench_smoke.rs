@@ -190,16 +190,24 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     assert_eq!(batch["mode"], "batch");
     assert_clean(&batch, "events");
     // The node timed each batch request's stages: as many requests as the bench
-    // sent, and time spent checking signatures and in the sequencer.
+    // sent in every stage, time spent checking signatures and in the sequencer, and
+    // the bench read them back with each stage's 99th percentile.
     let metrics = node.get("/metrics").text();
     let value = |name: &str| metric(&metrics, name);
-    assert_eq!(
-        value("custody_batch_requests_total"),
-        batch["requests"]["count"].as_f64().unwrap_or(-1.0),
-        "{batch:#}"
-    );
+    for stage in ["body", "parse", "open", "lookup", "sequencer", "respond"] {
+        let count = format!("custody_batch_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert_eq!(
+            value(&count),
+            batch["requests"]["count"].as_f64().unwrap_or(-1.0),
+            "{count}:\n{metrics}\n{batch:#}"
+        );
+        assert!(
+            batch["node_stages"][stage]["p99_ms_at_most"].is_f64(),
+            "{stage} in {batch:#}"
+        );
+    }
     for stage in ["open", "sequencer"] {
-        let name = format!("custody_batch_stage_seconds_total{{stage=\"{stage}\"}}");
+        let name = format!("custody_batch_stage_seconds_sum{{stage=\"{stage}\"}}");
         assert!(value(&name) > 0.0, "{name} is zero:\n{metrics}");
     }
     assert!(
