@@ -4,7 +4,8 @@
 
 use custody_e2e::*;
 
-/// Runs `custody --json bench …` with the test node's admin key; returns its report.
+/// Runs `custody --json bench …` with the test node's admin key, checking 20
+/// sampled receipts (or proofs) and sending for at most 5 s; returns its report.
 fn bench(node: &Node, work: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let key_file = work.join("admin.key");
     if !key_file.exists() {
@@ -18,6 +19,10 @@ fn bench(node: &Node, work: &std::path::Path, args: &[&str]) -> serde_json::Valu
         key_file,
         "--limit-secs",
         "0.2",
+        "--sample",
+        "20",
+        "--duration",
+        "5",
     ];
     all.extend_from_slice(args);
     let run = custody(work, Some(&node.url), &all);
@@ -63,16 +68,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     let single = bench(
         &node,
         work.path(),
-        &[
-            "--events",
-            "400",
-            "--connections",
-            "8",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ],
+        &["--events", "400", "--connections", "8"],
     );
     assert_eq!(single["mode"], "single");
     assert_clean(&single, "events");
@@ -174,18 +170,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     let batch = bench(
         &node,
         work.path(),
-        &[
-            "--events",
-            "3000",
-            "--connections",
-            "2",
-            "--batch",
-            "250",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ],
+        &["--events", "3000", "--connections", "2", "--batch", "250"],
     );
     assert_eq!(batch["mode"], "batch");
     assert_clean(&batch, "events");
@@ -220,16 +205,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     // and each answer must name the entry asked for and carry the leaf hash asked
     // for.
     for (by, flag) in [("index", None), ("leaf_hash", Some("--by-leaf-hash"))] {
-        let mut args = vec![
-            "--proofs",
-            "500",
-            "--connections",
-            "4",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ];
+        let mut args = vec!["--proofs", "500", "--connections", "4"];
         args.extend(flag);
         let proofs = bench(&node, work.path(), &args);
         assert_eq!(proofs["mode"], "proofs");
@@ -251,18 +227,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     let paced = bench(
         &node,
         work.path(),
-        &[
-            "--events",
-            "300",
-            "--rate",
-            "600",
-            "--connections",
-            "8",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ],
+        &["--events", "300", "--rate", "600", "--connections", "8"],
     );
     assert_clean(&paced, "events");
     assert_eq!(paced["requests"]["offered_per_sec"], 600.0, "{paced:#}");
@@ -288,16 +253,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
         (["--events", "400"], "events"),
     ] {
         let mut all = args.to_vec();
-        all.extend_from_slice(&[
-            "--pipeline",
-            "8",
-            "--connections",
-            "3",
-            "--sample",
-            "20",
-            "--duration",
-            "5",
-        ]);
+        all.extend_from_slice(&["--pipeline", "8", "--connections", "3"]);
         let run = bench(&node, work.path(), &all);
         assert_eq!(run["pipeline"], 8, "{run:#}");
         assert_clean(&run, unit);
