@@ -188,8 +188,10 @@ pub fn run(client: &Client, log_key: Option<&str>, json: bool, args: Args) -> Re
     }
     report.limit = limit;
     report.same_machine = target.is_loopback();
-    report.print(json);
-    report.verdict(args.allow_errors)
+    // A failed verdict is said even if the report could not be written.
+    let printed = report.print(json);
+    report.verdict(args.allow_errors)?;
+    printed
 }
 
 // ---------------------------------------------------------------------------
@@ -2042,13 +2044,10 @@ impl Report {
         out
     }
 
-    fn print(&self, json: bool) {
+    fn print(&self, json: bool) -> Result<()> {
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&self.to_json()).unwrap_or_default()
-            );
-            return;
+            let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
+            return crate::print_out(text + "\n");
         }
         let d = &self.drive;
         let l = &self.limit;
@@ -2328,7 +2327,7 @@ impl Report {
         for f in &self.failures {
             s += &format!("VERIFICATION FAILED: {f}\n");
         }
-        print!("{s}");
+        crate::print_out(s)
     }
 
     fn verdict(&self, allow_errors: bool) -> Result<()> {

@@ -178,13 +178,18 @@ impl Ctx {
                 .to_owned()),
         }
     }
-    fn print(&self, v: &Value, human: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        } else {
-            println!("{}", human());
-        }
+    fn print(&self, v: &Value, human: impl FnOnce() -> String) -> Result<()> {
+        let text = match self.json {
+            true => serde_json::to_string_pretty(v).unwrap_or_default(),
+            false => human(),
+        };
+        print_out(text + "\n")
     }
+}
+
+/// Writes the command's output, the last thing it does.
+fn print_out(text: String) -> Result<()> {
+    Ok(ledger::to_stdout(&text, "the command finished")?)
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -249,7 +254,7 @@ fn run(cli: Cli) -> Result<()> {
                         out.display()
                     )
                 },
-            );
+            )?;
         }
         Cmd::Actor { cmd } => {
             let client = ctx.client()?;
@@ -277,7 +282,7 @@ fn run(cli: Cli) -> Result<()> {
                 "kind": kind, "claimed_at": ledger::entry::format_time(chrono::Utc::now()), "body": body
             }))?;
             let (r, dup) = append::sign_and_send(&client, &key, &payload, &vkey)?;
-            ctx.print(&serde_json::to_value(&r)?, || receipt_line(&r, dup));
+            ctx.print(&serde_json::to_value(&r)?, || receipt_line(&r, dup))?;
         }
         Cmd::Append { batch, kind } => {
             let client = ctx.client()?;
@@ -305,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
                             })
                             .collect::<Vec<_>>()
                             .join("\n")
-                    });
+                    })?;
                     if failed > 0 {
                         bail!("{failed} of {} events were refused", results.len());
                     }
@@ -314,7 +319,7 @@ fn run(cli: Cli) -> Result<()> {
                     let (name, common, body) = append::kind_parts(kind.as_ref());
                     let payload = append::payload(&client, name, common, body)?;
                     let (r, dup) = append::sign_and_send(&client, &key, &payload, &vkey)?;
-                    ctx.print(&serde_json::to_value(&r)?, || receipt_line(&r, dup));
+                    ctx.print(&serde_json::to_value(&r)?, || receipt_line(&r, dup))?;
                 }
                 (None, None) => bail!("say what to append: `custody append <kind> …` or `custody append --batch FILE.jsonl`"),
             }
@@ -338,7 +343,7 @@ fn run(cli: Cli) -> Result<()> {
                     "entry {index} (leaf {leaf}) is in the log of {} entries, root {}\nproof ({} hashes) verified against the checkpoint signed by {}:\n{}",
                     cp.size, cp.root, proof.len(), cp.origin, cp.note
                 )
-            });
+            })?;
         }
         Cmd::Bundle {
             index,
@@ -376,7 +381,7 @@ fn run(cli: Cli) -> Result<()> {
                         report.entries.len()
                     )
                 },
-            );
+            )?;
         }
         Cmd::Verify { file, attachments } => {
             let vkey = ctx
@@ -424,7 +429,7 @@ fn run(cli: Cli) -> Result<()> {
                     report.attachments_checked
                 );
                 s
-            });
+            })?;
         }
         Cmd::Audit { node_url, state } => {
             let url = node_url
@@ -432,7 +437,8 @@ fn run(cli: Cli) -> Result<()> {
                 .context("audit which node? pass its URL or --node")?;
             let client = Client::new(&url)?;
             let s = audit::run(&client, ctx.log_key.as_deref(), &state, ctx.json)?;
-            ctx.print(&serde_json::to_value(&s)?, || {
+            // A failed audit is said even if its report could not be written.
+            let printed = ctx.print(&serde_json::to_value(&s)?, || {
                 let mut out = format!(
                     "audited {} entries of {} in {:.1}s: root {} matches the signed checkpoint of size {}\nactors: {}, cases: {}, violations: {}",
                     s.entries, s.origin, s.seconds, s.root_hash, s.tree_size, s.actors, s.cases, s.violations.len()
@@ -451,6 +457,7 @@ fn run(cli: Cli) -> Result<()> {
             if !s.violations.is_empty() {
                 bail!("audit found {} violations", s.violations.len());
             }
+            printed?;
         }
         Cmd::Get { index } => {
             let client = ctx.client()?;
@@ -460,7 +467,7 @@ fn run(cli: Cli) -> Result<()> {
             let out = json!({"index": index, "leaf_hash": ledger::entry::leaf_hash(&bytes), "entry": entry, "event": event});
             ctx.print(&out, || {
                 serde_json::to_string_pretty(&out).unwrap_or_default()
-            });
+            })?;
         }
         Cmd::Checkpoint => {
             let client = ctx.client()?;
@@ -468,17 +475,17 @@ fn run(cli: Cli) -> Result<()> {
             let cp = client.checkpoint(&vkey)?;
             ctx.print(&json!({"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root, "note": cp.note}), || {
                 format!("{}(signature verified with {vkey})", cp.note)
-            });
+            })?;
         }
         Cmd::Case { id } => {
             let client = ctx.client()?;
             let v: Value = client.get_json(&format!("/v1/cases/{id}"))?;
-            ctx.print(&v, || case_table(&v));
+            ctx.print(&v, || case_table(&v))?;
         }
         Cmd::Stats => {
             let client = ctx.client()?;
             let v: Value = client.get_json("/v1/stats")?;
-            ctx.print(&v, || stats_table(&v));
+            ctx.print(&v, || stats_table(&v))?;
         }
         Cmd::Bench(args) => bench::run(&ctx.client()?, ctx.log_key.as_deref(), ctx.json, *args)?,
     }

@@ -66,3 +66,28 @@ macro_rules! to_stderr {
         let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
     }};
 }
+
+/// Writes a command's output to stdout, flushed: an error to report where `print!`
+/// would panic, saying what was `done` all the same (the output is written last).
+/// If stdout fails other than by a closed pipe (a full disk, say), the output goes
+/// to stderr instead, so that what a command did (an entry's index, a log's vkey)
+/// is not lost; a pipe's reader that stopped reading wanted no more of it.
+pub fn to_stdout(text: &str, done: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            let went = match e.kind() {
+                std::io::ErrorKind::BrokenPipe => "the reader of stdout stopped reading",
+                _ => {
+                    let _ = std::io::stderr().write_all(text.as_bytes());
+                    "written to stderr above instead"
+                }
+            };
+            std::io::Error::new(
+                e.kind(),
+                format!("{done}, but the output could not be written to stdout ({went}): {e}"),
+            )
+        })
+}

@@ -98,10 +98,18 @@ fn init_tracing() {
 fn init(a: &InitArgs) -> Result<()> {
     let store = Store::init(&a.data, &a.origin, a.admin_key)
         .with_context(|| format!("creating a log in {}", a.data.display()))?;
-    println!("created log {} in {}", store.origin(), a.data.display());
-    println!("origin: {}", store.origin());
-    println!("vkey: {}", store.vkey());
-    Ok(())
+    let text = format!(
+        "created log {} in {}\norigin: {}\nvkey: {}\n",
+        store.origin(),
+        a.data.display(),
+        store.origin(),
+        store.vkey()
+    );
+    let done = format!(
+        "the log in {} was created (`GET /v1/log` on the served log gives its origin and vkey too)",
+        a.data.display()
+    );
+    Ok(ledger::to_stdout(&text, &done)?)
 }
 
 fn check(a: &CheckArgs) -> Result<()> {
@@ -125,14 +133,14 @@ fn check(a: &CheckArgs) -> Result<()> {
     if terminal {
         ledger::to_stderr!();
     }
-    println!(
-        "ok: {} entries of {} check against the signed checkpoint (root {}) in {:.1}s",
+    let text = format!(
+        "ok: {} entries of {} check against the signed checkpoint (root {}) in {:.1}s\n",
         cp.size,
         store.origin(),
         cp.root,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(ledger::to_stdout(&text, "the log checked sound")?)
 }
 
 /// True when `dir` is missing or empty: the only state in which `serve` creates a

@@ -111,19 +111,31 @@ fn init_twice_in_one_directory_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Creates a log in `data` with `custody-node init`: the genesis entry only.
-fn init_log(data: &std::path::Path) {
-    let init = node()
-        .args(["init", "--origin", "custody.test/check", "--admin-key"])
+/// `custody-node init` of a log in `data`.
+fn init_command(data: &std::path::Path) -> Command {
+    let mut init = node();
+    init.args(["init", "--origin", "custody.test/check", "--admin-key"])
         .arg(hex::encode(
             ed25519_dalek::SigningKey::from_bytes(&[1; 32])
                 .verifying_key()
                 .as_bytes(),
         ))
         .arg("--data")
-        .arg(data)
-        .output()
-        .unwrap();
+        .arg(data);
+    init
+}
+
+/// `/dev/full`, where every write fails with "no space left on device".
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full (Linux)")
+}
+
+/// Creates a log in `data` with `custody-node init`: the genesis entry only.
+fn init_log(data: &std::path::Path) {
+    let init = init_command(data).output().unwrap();
     assert!(
         init.status.success(),
         "{}",
@@ -168,15 +180,11 @@ fn check_reports_even_when_its_stderr_cannot_be_written() {
     let data = dir.path().join("data");
     init_log(&data);
     let check = |data: &std::path::Path| {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full (Linux)");
         node()
             .arg("check")
             .arg("--data")
             .arg(data)
-            .stderr(full)
+            .stderr(dev_full())
             .output()
             .unwrap()
     };
@@ -189,4 +197,52 @@ fn check_reports_even_when_its_stderr_cannot_be_written() {
     );
     let refused = check(&dir.path().join("nothing"));
     assert_eq!(refused.status.code(), Some(1), "{}", refused.status);
+}
+
+/// `init` and `check` write their result to stdout last; when it cannot be written
+/// they exit 1 saying what was done (the log created, the log sound), and write it
+/// to stderr instead, rather than panicking (exit 101).
+#[test]
+fn init_and_check_say_what_was_done_when_stdout_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = init_command(&data).stdout(dev_full()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&init.stderr);
+    assert_eq!(init.status.code(), Some(1), "{}: {stderr}", init.status);
+    assert!(
+        stderr.contains("was created") && stderr.contains("GET /v1/log"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\nvkey: custody.test/check+"),
+        "the vkey on stderr: {stderr}"
+    );
+    let check = |stdout: std::process::Stdio| {
+        node()
+            .arg("check")
+            .arg("--data")
+            .arg(&data)
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let sound = check(std::process::Stdio::piped());
+    assert!(
+        sound.status.success()
+            && String::from_utf8_lossy(&sound.stdout).starts_with("ok: 1 entries"),
+        "the log was created: {}",
+        String::from_utf8_lossy(&sound.stderr)
+    );
+    let unwritten = check(dev_full().into());
+    let stderr = String::from_utf8_lossy(&unwritten.stderr);
+    assert_eq!(
+        unwritten.status.code(),
+        Some(1),
+        "{}: {stderr}",
+        unwritten.status
+    );
+    assert!(
+        stderr.contains("checked sound") && stderr.contains("\nok: 1 entries"),
+        "{stderr}"
+    );
 }

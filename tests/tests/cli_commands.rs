@@ -141,3 +141,45 @@ fn a_node_that_is_down_is_reported_with_what_to_check() {
         run.stderr
     );
 }
+
+/// The output is the last thing a command writes: when stdout cannot take it (here
+/// `/dev/full`), the command exits 1 saying its work was done, and the output
+/// (here the receipt, naming the new entry) goes to stderr instead of being lost
+/// to a panic. (Sending the append again would log a second event: the CLI stamps
+/// each with the time it is signed.)
+#[test]
+fn an_append_whose_receipt_cannot_be_printed_gives_it_on_stderr() {
+    let (node, work, vkey) = setup();
+    let line = serde_json::json!({"kind": "scan", "body": {"product_id": "04012345678901",
+        "serial": "SN-unprinted", "marking": "qr", "result": "genuine",
+        "location": {"country": "DE"}, "device": "d"}});
+    std::fs::write(work.path().join("one.jsonl"), line.to_string()).unwrap();
+    let before = node.size();
+    let out = custody_command(
+        work.path(),
+        Some(&node.url),
+        &[
+            "--key",
+            "inv.key",
+            "--log-key",
+            &vkey,
+            "append",
+            "--batch",
+            "one.jsonl",
+        ],
+    )
+    .stdout(dev_full())
+    .output()
+    .expect("running custody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}: {stderr}", out.status);
+    assert!(
+        stderr.contains("the command finished, but the output could not be written to stdout"),
+        "{stderr}"
+    );
+    assert_eq!(node.size(), before + 1, "the append itself was done");
+    assert!(
+        stderr.contains(&format!("ok: entry {before} appended")),
+        "the receipt is on stderr: {stderr}"
+    );
+}
