@@ -310,7 +310,7 @@ fn db_options(direct_io: bool) -> (Options, Vec<(&'static str, Options)>) {
     // page cache, 4-5 ms with O_DIRECT. Sustained runs of 1M single appends at
     // 15,000/s on a 25-41M log: p99 <= 25 ms in 4 of 7 with it against 1 of 4
     // without; slowest commit <= 25 ms in 6 of 7 against none of 4; batch appends
-    // unchanged (README §Performance, stop 34). Reads, compactions' included, stay
+    // unchanged (PERFORMANCE.md, stop 34). Reads, compactions' included, stay
     // buffered; a table file just written is not in the page cache, so its first
     // reads come from the disk.
     o.set_use_direct_io_for_flush_and_compaction(direct_io);

@@ -46,7 +46,7 @@ const GRACE: Duration = Duration::from_secs(30);
 /// `_int_malloc` and the arena locks' futex calls were ~20% of its profile), and
 /// peaked at 299 MB growing a log 0 → 10M even with its arenas capped at two per
 /// core. With jemalloc, on the same machine and log: proofs 35-39 µs, a log grown 0
-/// → 10M peaked at 256 MB, batch appends 32-44 µs per event (README §Performance).
+/// → 10M peaked at 256 MB, batch appends 32-44 µs per event (PERFORMANCE.md, stop 25).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
