@@ -12,29 +12,42 @@ fn setup() -> (Node, tempfile::TempDir, String) {
     (node, work, vkey)
 }
 
+/// Writes `file` in `work`: one scan event per serial, a JSON line each.
+fn write_scans(work: &std::path::Path, file: &str, serials: &[String]) {
+    let lines: Vec<String> = serials
+        .iter()
+        .map(|serial| {
+            serde_json::json!({"kind": "scan", "body": {"product_id": "04012345678901",
+                "serial": serial, "marking": "qr", "result": "genuine",
+                "location": {"country": "DE"}, "device": "d"}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(work.join(file), lines.join("\n")).unwrap();
+}
+
+/// The arguments of `custody append --batch FILE`, signed with the setup's key.
+fn append_batch<'a>(vkey: &'a str, file: &'a str) -> [&'a str; 7] {
+    [
+        "--key",
+        "inv.key",
+        "--log-key",
+        vkey,
+        "append",
+        "--batch",
+        file,
+    ]
+}
+
 #[test]
 fn append_batch_appends_every_line_and_verifies_every_receipt() {
     let (node, work, vkey) = setup();
-    let lines: Vec<String> = (0..5)
-        .map(|i| serde_json::json!({"kind": "scan", "body": {"product_id": "04012345678901", "serial": format!("SN-{i}"),
-            "marking": "qr", "result": "genuine", "location": {"country": "DE"}, "device": "d"}}).to_string())
-        .collect();
-    std::fs::write(work.path().join("events.jsonl"), lines.join("\n")).unwrap();
+    let serials: Vec<String> = (0..5).map(|i| format!("SN-{i}")).collect();
+    write_scans(work.path(), "events.jsonl", &serials);
     let before = node.size();
-    let run = custody(
-        work.path(),
-        Some(&node.url),
-        &[
-            "--json",
-            "--key",
-            "inv.key",
-            "--log-key",
-            &vkey,
-            "append",
-            "--batch",
-            "events.jsonl",
-        ],
-    );
+    let mut args = vec!["--json"];
+    args.extend(append_batch(&vkey, "events.jsonl"));
+    let run = custody(work.path(), Some(&node.url), &args);
     assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.json().as_array().unwrap().len(), 5);
     assert_eq!(node.size(), before + 5);
@@ -52,15 +65,7 @@ fn a_bad_line_in_a_batch_is_named_and_nothing_is_sent() {
     let run = custody(
         work.path(),
         Some(&node.url),
-        &[
-            "--key",
-            "inv.key",
-            "--log-key",
-            &vkey,
-            "append",
-            "--batch",
-            "events.jsonl",
-        ],
+        &append_batch(&vkey, "events.jsonl"),
     );
     assert!(!run.ok);
     assert!(
@@ -150,23 +155,12 @@ fn a_node_that_is_down_is_reported_with_what_to_check() {
 #[test]
 fn an_append_whose_receipt_cannot_be_printed_gives_it_on_stderr() {
     let (node, work, vkey) = setup();
-    let line = serde_json::json!({"kind": "scan", "body": {"product_id": "04012345678901",
-        "serial": "SN-unprinted", "marking": "qr", "result": "genuine",
-        "location": {"country": "DE"}, "device": "d"}});
-    std::fs::write(work.path().join("one.jsonl"), line.to_string()).unwrap();
+    write_scans(work.path(), "one.jsonl", &["SN-unprinted".into()]);
     let before = node.size();
     let out = custody_command(
         work.path(),
         Some(&node.url),
-        &[
-            "--key",
-            "inv.key",
-            "--log-key",
-            &vkey,
-            "append",
-            "--batch",
-            "one.jsonl",
-        ],
+        &append_batch(&vkey, "one.jsonl"),
     )
     .stdout(dev_full())
     .output()
