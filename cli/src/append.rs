@@ -527,6 +527,13 @@ pub fn sign_and_send(
     let env = Envelope::sign(payload, key);
     let body: Value = serde_json::from_slice(&env.to_json())?;
     let (status, answer) = client.post_json("/v1/events", &body)?;
+    let receipt = checked_receipt(answer, payload, vkey)?;
+    Ok((receipt, status == 200))
+}
+
+/// The node's receipt for `payload`, once it names that event and its proof
+/// verifies against the log's key.
+fn checked_receipt(answer: Value, payload: &[u8], vkey: &str) -> Result<Receipt> {
     let receipt: Receipt = serde_json::from_value(strip_duplicate(answer))
         .context("the node's receipt does not have the expected fields")?;
     if receipt.event_id != ledger::types::EventId::of_payload(payload) {
@@ -536,7 +543,7 @@ pub fn sign_and_send(
         );
     }
     verify_receipt(&receipt, vkey)?;
-    Ok((receipt, status == 200))
+    Ok(receipt)
 }
 
 fn strip_duplicate(mut v: Value) -> Value {
@@ -547,13 +554,15 @@ fn strip_duplicate(mut v: Value) -> Value {
 }
 
 /// `custody append --batch FILE.jsonl`: one event per line,
-/// `{"kind", "case"?, "claimed_at"?, "refs"?: [index…], "body"}`.
+/// `{"kind", "case"?, "claimed_at"?, "refs"?: [index…], "body"}`. Per line, its
+/// checked receipt and whether the log already held the event, or the problem
+/// that refused it.
 pub fn batch(
     client: &Client,
     key: &SigningKey,
     path: &PathBuf,
     vkey: &str,
-) -> Result<Vec<Result<Receipt, String>>> {
+) -> Result<Vec<Result<(Receipt, bool), String>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut payloads = Vec::new();
@@ -602,11 +611,17 @@ pub fn batch(
             .get("results")
             .and_then(|r| r.as_array())
             .context("batch answer has no results")?;
-        for r in results {
+        if results.len() != chunk.len() {
+            bail!(
+                "the node answered {} results for {} envelopes",
+                results.len(),
+                chunk.len()
+            );
+        }
+        for (r, p) in results.iter().zip(chunk) {
             if let Some(rec) = r.get("receipt") {
-                let receipt: Receipt = serde_json::from_value(strip_duplicate(rec.clone()))?;
-                verify_receipt(&receipt, vkey)?;
-                out.push(Ok(receipt));
+                let duplicate = rec.get("duplicate").and_then(Value::as_bool) == Some(true);
+                out.push(Ok((checked_receipt(rec.clone(), p, vkey)?, duplicate)));
             } else {
                 let problem = r.get("problem").cloned().unwrap_or(Value::Null);
                 out.push(Err(crate::client::Problem {

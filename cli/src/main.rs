@@ -296,24 +296,26 @@ fn run(cli: Cli) -> Result<()> {
                     let v: Vec<Value> = results
                         .iter()
                         .map(|r| match r {
-                            Ok(r) => json!({"receipt": r}),
+                            Ok((r, dup)) => json!({"receipt": r, "duplicate": dup}),
                             Err(e) => json!({"error": e}),
                         })
                         .collect();
-                    ctx.print(&json!(v), || {
+                    // The refusals are said even if the report could not be written.
+                    let printed = ctx.print(&json!(v), || {
                         results
                             .iter()
                             .enumerate()
                             .map(|(i, r)| match r {
-                                Ok(r) => format!("line {}: {}", i + 1, receipt_line(r, false)),
+                                Ok((r, dup)) => format!("line {}: {}", i + 1, receipt_line(r, *dup)),
                                 Err(e) => format!("line {}: REFUSED {e}", i + 1),
                             })
                             .collect::<Vec<_>>()
                             .join("\n")
-                    })?;
+                    });
                     if failed > 0 {
                         bail!("{failed} of {} events were refused", results.len());
                     }
+                    printed?;
                 }
                 (None, Some(kind)) => {
                     let (name, common, body) = append::kind_parts(kind.as_ref());

@@ -49,8 +49,54 @@ fn append_batch_appends_every_line_and_verifies_every_receipt() {
     args.extend(append_batch(&vkey, "events.jsonl"));
     let run = custody(work.path(), Some(&node.url), &args);
     assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.json().as_array().unwrap().len(), 5);
+    let receipts = run.json();
+    assert_eq!(receipts.as_array().unwrap().len(), 5);
+    for r in receipts.as_array().unwrap() {
+        assert_eq!(r["duplicate"], false, "{r}");
+    }
     assert_eq!(node.size(), before + 5);
+}
+
+/// The same event sent again in a batch (its claimed time given, so it is signed
+/// the same) is answered with its original receipt, and said to be so.
+#[test]
+fn a_batch_line_already_in_the_log_is_reported_as_such() {
+    let (node, work, vkey) = setup();
+    let line = serde_json::json!({"kind": "scan", "claimed_at": "2026-11-02T10:00:00Z",
+        "body": {"product_id": "04012345678901", "serial": "SN-again", "marking": "qr",
+        "result": "genuine", "location": {"country": "DE"}, "device": "d"}});
+    std::fs::write(work.path().join("again.jsonl"), line.to_string()).unwrap();
+    let args = append_batch(&vkey, "again.jsonl");
+    let before = node.size();
+    let first = custody(work.path(), Some(&node.url), &args);
+    assert!(first.ok, "{}\n{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains(&format!("line 1: ok: entry {before} appended")),
+        "{}",
+        first.stdout
+    );
+    let second = custody(work.path(), Some(&node.url), &args);
+    assert!(second.ok, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        second
+            .stdout
+            .contains(&format!("line 1: ok: entry {before} already in the log")),
+        "{}",
+        second.stdout
+    );
+    let mut json_args = vec!["--json"];
+    json_args.extend(args);
+    let third = custody(work.path(), Some(&node.url), &json_args);
+    assert_eq!(third.json()[0]["duplicate"], true, "{}", third.stdout);
+    assert_eq!(
+        third.json()[0]["receipt"]["index"],
+        before,
+        "{}",
+        third.stdout
+    );
+    assert_eq!(node.size(), before + 1);
 }
 
 #[test]
