@@ -68,7 +68,8 @@ macro_rules! to_stderr {
 }
 
 /// Writes a command's output to stdout, flushed: an error to report where `print!`
-/// would panic, saying what was `done` all the same (the output is written last).
+/// would panic (the output may then be cut short), saying what was `done` all the
+/// same (the output is written last).
 /// If stdout fails other than by a closed pipe (a full disk, say), the output goes
 /// to stderr instead, so that what a command did (an entry's index, a log's vkey)
 /// is not lost; a pipe's reader that stopped reading wanted no more of it.

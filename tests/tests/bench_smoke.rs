@@ -36,6 +36,15 @@ fn bench(node: &Node, work: &std::path::Path, args: &[&str]) -> serde_json::Valu
     run.json()
 }
 
+/// Whether a stage's figures carry the bound of its 99th percentile: a number of
+/// milliseconds, or null for a stage whose 99th percentile lay above the last
+/// bound (a second), which a slow test machine may show.
+fn reports_p99(stage: &serde_json::Value) -> bool {
+    stage
+        .get("p99_ms_at_most")
+        .is_some_and(|v| v.is_f64() || v.is_null())
+}
+
 fn assert_clean(report: &serde_json::Value, unit: &str) {
     let sample = &report["sample"];
     assert!(
@@ -137,10 +146,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
     // each in every stage.
     let stages = &single["node_stages"];
     for stage in ["body", "verify", "sequencer", "resume", "respond"] {
-        assert!(
-            stages[stage]["p99_ms_at_most"].is_f64(),
-            "{stage} in {single:#}"
-        );
+        assert!(reports_p99(&stages[stage]), "{stage} in {single:#}");
     }
     for stage in ["verify", "sequencer"] {
         assert!(
@@ -187,7 +193,7 @@ fn bench_single_batch_and_proof_runs_verify_every_sample_without_errors() {
             "{count}:\n{metrics}\n{batch:#}"
         );
         assert!(
-            batch["node_stages"][stage]["p99_ms_at_most"].is_f64(),
+            reports_p99(&batch["node_stages"][stage]),
             "{stage} in {batch:#}"
         );
     }
