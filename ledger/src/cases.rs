@@ -337,11 +337,15 @@ pub fn transition(
                             .valid_from
                             .is_some_and(|f| f > ev.claimed_at.date_naive())
                     {
+                        let valid = match rb.valid_from {
+                            Some(f) => format!("from {f} until {}", rb.valid_until),
+                            None => format!("until {}", rb.valid_until),
+                        };
                         return Err(refuse(
                             "right_not_valid",
                             format!(
-                                "right entry {} is valid until {}, not at {}",
-                                r.index, rb.valid_until, ev.claimed_at
+                                "right entry {} is valid {valid}, not at {}",
+                                r.index, ev.claimed_at
                             ),
                             "a right valid when the notice is sent",
                         ));
@@ -375,29 +379,7 @@ pub fn transition(
         Body::LegalAction(_) => next.state = State::InCourt,
         Body::Withdrawal(_) => next.state = State::Withdrawn,
         Body::Reinstatement(_) => {
-            if next.state == State::Countered {
-                let regime = next.regime.unwrap_or(Regime::Platform);
-                let w = rules.window(regime);
-                // Invariant: Countered always has a counter-notice time.
-                let from = next.counter_notice_at.unwrap_or(ev.claimed_at).date_naive();
-                let earliest = add_business_days(from, w.min_business_days);
-                let at = ev.claimed_at.date_naive();
-                if at < earliest {
-                    return Err(refuse(
-                        "reinstatement_too_early",
-                        format!(
-                            "under {regime:?} a reinstatement may not come before {earliest} ({} business days after the counter-notice of {from}); it claims {at}",
-                            w.min_business_days
-                        ),
-                        "a reinstatement on or after the window opens, or a withdrawal first",
-                    ));
-                }
-                if let Some(max) = w.max_business_days {
-                    if at > add_business_days(from, max) {
-                        flag = Some("late_reinstatement".to_owned());
-                    }
-                }
-            }
+            flag = judge_reinstatement(&next, ev, rules)?;
             next.state = State::Reinstated;
         }
         _ => {}
@@ -413,6 +395,75 @@ pub fn transition(
         flag,
     });
     Ok(next)
+}
+
+/// A reinstatement's window (spec/due-process.md §Windows): refused if it claims a
+/// time before the window opens, flagged if after it closes. After a withdrawal the
+/// listing may come back at once, but only from the withdrawal's claimed time on:
+/// a reinstatement logged after it that claims an earlier time is judged at that
+/// time, as if the withdrawal had not come (blocked if the case was in court then,
+/// the counter-notice's window if there was one, refused otherwise), so that
+/// back-dating it behind a later withdrawal cannot make an early restoration lawful.
+fn judge_reinstatement(
+    case: &CaseState,
+    ev: &CaseEvent<'_>,
+    rules: &Rules,
+) -> Result<Option<String>> {
+    let claimed = |kind: Kind| {
+        case.steps
+            .iter()
+            .rev()
+            .find(|s| s.kind == kind)
+            .map(|s| s.claimed_at)
+    };
+    if case.state == State::Withdrawn {
+        // Invariant: Withdrawn always has its withdrawal among the steps.
+        let withdrawn = claimed(Kind::Withdrawal).unwrap_or(ev.claimed_at);
+        if ev.claimed_at >= withdrawn {
+            return Ok(None);
+        }
+        if let Some(court) = claimed(Kind::LegalAction).filter(|&c| c <= ev.claimed_at) {
+            return Err(refuse(
+                "reinstatement_blocked_by_legal_action",
+                format!(
+                    "case {} was in court from {court} until the withdrawal of {withdrawn}; the reinstatement claims {}",
+                    ev.case, ev.claimed_at
+                ),
+                "a reinstatement claimed at or after the withdrawal",
+            ));
+        }
+        if case.counter_notice_at.is_none() {
+            return Err(refuse(
+                "reinstatement_too_early",
+                format!(
+                    "a reinstatement in case {} claims {}, before the withdrawal of {withdrawn} that allows it, and no counter-notice opened a window before it",
+                    ev.case, ev.claimed_at
+                ),
+                "a reinstatement claimed at or after the withdrawal",
+            ));
+        }
+    }
+    // Countered, or withdrawn after a counter-notice with the reinstatement claimed
+    // before the withdrawal. Invariant: both have a counter-notice time.
+    let regime = case.regime.unwrap_or(Regime::Platform);
+    let w = rules.window(regime);
+    let from = case.counter_notice_at.unwrap_or(ev.claimed_at).date_naive();
+    let earliest = add_business_days(from, w.min_business_days);
+    let at = ev.claimed_at.date_naive();
+    if at < earliest {
+        return Err(refuse(
+            "reinstatement_too_early",
+            format!(
+                "under {} a reinstatement may not come before {earliest} ({} business days after the counter-notice of {from}); it claims {at}",
+                regime.as_str(),
+                w.min_business_days
+            ),
+            "a reinstatement on or after the window opens, or a withdrawal first",
+        ));
+    }
+    Ok(w.max_business_days
+        .filter(|&max| at > add_business_days(from, max))
+        .map(|_| "late_reinstatement".to_owned()))
 }
 
 /// The time between two instants, for timelines (`None` for the first step).

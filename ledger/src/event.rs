@@ -300,6 +300,17 @@ pub enum Regime {
     Platform,
 }
 
+impl Regime {
+    /// The name the wire and spec/events.md give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regime::Dmca512 => "dmca-512",
+            Regime::EuDsa => "eu-dsa",
+            Regime::Platform => "platform",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {

@@ -400,10 +400,61 @@ fn script(regime: &'static str, min: u32, max: Option<u32>) -> Vec<Builder> {
         step("withdraw3", brand, None, move |s| {
             withdraw(&c("court"), s.day(6), vec![s.r("notice3")])
         }),
+        // Logged after the withdrawal but claiming a time the case was in court:
+        // the withdrawal does not make it lawful.
+        step(
+            "reinstate-backdated-into-court",
+            market,
+            Some("reinstatement_blocked_by_legal_action"),
+            move |s| reinstate(&c("court"), s.day(5), vec![s.r("counter3")]),
+        ),
         step("reinstate-after-withdrawal", market, None, move |s| {
             reinstate(&c("court"), s.day(6), vec![s.r("withdraw3")])
         }),
+        // A withdrawal long after the counter-notice; a reinstatement logged after
+        // it but claiming a day after the counter-notice is judged by the window
+        // at that day (too early where the window does not open at once).
+        step("det4", brand, None, move |s| {
+            detection(&c("late-withdrawal"), s.day(1))
+        }),
+        step("notice4", brand, None, move |s| {
+            notice(
+                &c("late-withdrawal"),
+                regime,
+                s.day(2),
+                vec![s.r("det4"), s.r("right")],
+                s.idx("right"),
+            )
+        }),
+        step("takedown4", market, None, move |s| {
+            takedown(
+                &c("late-withdrawal"),
+                s.day(3),
+                vec![s.r("notice4")],
+                "removed",
+            )
+        }),
+        step("counter4", market, None, move |s| {
+            counter(&c("late-withdrawal"), s.day(4), vec![s.r("takedown4")])
+        }),
+        step("withdraw4", brand, None, move |s| {
+            withdraw(&c("late-withdrawal"), s.day(30), vec![s.r("notice4")])
+        }),
+        step(
+            "reinstate-backdated-before-withdrawal",
+            market,
+            (min > 0).then_some("reinstatement_too_early"),
+            move |s| reinstate(&c("late-withdrawal"), s.day(5), vec![s.r("counter4")]),
+        ),
     ]);
+    if min > 0 {
+        v.push(step(
+            "reinstate-after-withdrawal4",
+            market,
+            None,
+            move |s| reinstate(&c("late-withdrawal"), s.day(30), vec![s.r("withdraw4")]),
+        ));
+    }
     v
 }
 
@@ -528,6 +579,8 @@ fn every_transition_is_enforced_with_its_rule_code_in_every_regime() {
             ],
             "{regime}"
         );
+        let late = case(&node, &format!("{regime}-late-withdrawal"));
+        assert_eq!(late["state"], "reinstated", "{regime}: {late}");
     }
 }
 
