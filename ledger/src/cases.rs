@@ -132,6 +132,11 @@ pub struct CaseState {
     pub state: State,
     pub brand_org: Option<String>,
     pub marketplace: Option<String>,
+    /// The organisation that decided the notice (its takedown's signer): the case's
+    /// later marketplace-side steps must come from it (`not_case_marketplace`).
+    /// Absent from case records written before it existed; replay rebuilds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketplace_org: Option<String>,
     pub seller_id: Option<String>,
     pub regime: Option<Regime>,
     /// When the counter-notice was received (its `claimed_at`).
@@ -254,6 +259,7 @@ pub fn transition(
             state: State::Detected,
             brand_org: Some(ev.org.to_owned()),
             marketplace: None,
+            marketplace_org: None,
             seller_id: None,
             regime: None,
             counter_notice_at: None,
@@ -312,6 +318,24 @@ pub fn transition(
             ));
         }
     }
+    if let Some(org) = &next.marketplace_org {
+        let market_side = matches!(
+            ev.kind,
+            Kind::Takedown | Kind::CounterNotice | Kind::Reinstatement
+        );
+        if market_side && org != ev.org {
+            return Err(refuse(
+                "not_case_marketplace",
+                format!(
+                    "case {} was decided by {org}, so its {} cannot come from {}",
+                    ev.case,
+                    ev.kind.as_str(),
+                    ev.org
+                ),
+                "the organisation that signed the case's takedown",
+            ));
+        }
+    }
     match ev.body {
         Body::Detection(d) => {
             next.marketplace
@@ -363,6 +387,7 @@ pub fn transition(
             next.state = State::Noticed;
         }
         Body::Takedown(t) => {
+            next.marketplace_org = Some(ev.org.to_owned());
             next.state = if t.decision == Decision::Rejected {
                 State::Rejected
             } else {

@@ -31,6 +31,7 @@ struct Actors {
     brand: SigningKey,
     rival: SigningKey,
     market: SigningKey,
+    other_market: SigningKey,
 }
 
 /// One step of a script: who signs, the event, and the rule that must refuse it.
@@ -49,6 +50,9 @@ fn rival(a: &Actors) -> &SigningKey {
 }
 fn market(a: &Actors) -> &SigningKey {
     &a.market
+}
+fn other_market(a: &Actors) -> &SigningKey {
+    &a.other_market
 }
 
 /// Builds the scripts; `r(name)` is the ref to an earlier accepted step.
@@ -303,9 +307,25 @@ fn script(regime: &'static str, min: u32, max: Option<u32>) -> Vec<Builder> {
             Some("illegal_transition"),
             move |s| reinstate(&c("main"), s.day(4), vec![s.r("takedown")]),
         ),
+        // Shop decided the notice: another marketplace cannot act in the case.
+        step(
+            "counter-other-marketplace",
+            other_market,
+            Some("not_case_marketplace"),
+            move |s| counter(&c("main"), s.day(4), vec![s.r("takedown")]),
+        ),
         step("counter", market, None, move |s| {
             counter(&c("main"), s.day(4), vec![s.r("takedown")])
         }),
+        step(
+            "reinstate-other-marketplace",
+            other_market,
+            Some("not_case_marketplace"),
+            move |s| {
+                let open = plus_business_days(s.base + Duration::days(4), min);
+                reinstate(&c("main"), at(open), vec![s.r("counter")])
+            },
+        ),
     ];
     if min > 0 {
         v.push(step(
@@ -469,10 +489,12 @@ fn actors(node: &Node) -> Actors {
         brand: key(21),
         rival: key(22),
         market: key(23),
+        other_market: key(24),
     };
     node.register(&a.brand, "Acme legal", "Acme", &["brand"]);
     node.register(&a.rival, "Rival legal", "Rival", &["brand"]);
     node.register(&a.market, "Shop T&S", "Shop", &["marketplace"]);
+    node.register(&a.other_market, "Other T&S", "OtherMart", &["marketplace"]);
     a
 }
 
