@@ -132,11 +132,6 @@ pub struct CaseState {
     pub state: State,
     pub brand_org: Option<String>,
     pub marketplace: Option<String>,
-    /// The organisation that decided the notice (its takedown's signer): the case's
-    /// later marketplace-side steps must come from it (`not_case_marketplace`).
-    /// Absent from case records written before it existed; replay rebuilds it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marketplace_org: Option<String>,
     pub seller_id: Option<String>,
     pub regime: Option<Regime>,
     /// When the counter-notice was received (its `claimed_at`).
@@ -259,7 +254,6 @@ pub fn transition(
             state: State::Detected,
             brand_org: Some(ev.org.to_owned()),
             marketplace: None,
-            marketplace_org: None,
             seller_id: None,
             regime: None,
             counter_notice_at: None,
@@ -318,7 +312,11 @@ pub fn transition(
             ));
         }
     }
-    if let Some(org) = &next.marketplace_org {
+    // The marketplace that decided the notice (signed its takedown) relays the
+    // counter-notice and restores the listing. Read from the steps, which every
+    // stored case record has, so records written before this rule judge alike.
+    let decider = next.steps.iter().find(|s| s.kind == Kind::Takedown);
+    if let Some(org) = decider.map(|s| &s.org) {
         let market_side = matches!(
             ev.kind,
             Kind::Takedown | Kind::CounterNotice | Kind::Reinstatement
@@ -387,7 +385,6 @@ pub fn transition(
             next.state = State::Noticed;
         }
         Body::Takedown(t) => {
-            next.marketplace_org = Some(ev.org.to_owned());
             next.state = if t.decision == Decision::Rejected {
                 State::Rejected
             } else {
