@@ -1277,6 +1277,26 @@ impl Store {
         self.checkpoint.read().expect("checkpoint lock").clone()
     }
 
+    /// The latest signed checkpoint once it covers entry `index`: for a reader that
+    /// read something naming that entry (a case's steps) from the database, which
+    /// a commit writes just before it publishes its checkpoint. Waits for that
+    /// publication (microseconds), at most `patience`; then the latest checkpoint,
+    /// which may not cover it.
+    pub fn checkpoint_covering(
+        &self,
+        index: Index,
+        patience: std::time::Duration,
+    ) -> SignedCheckpoint {
+        let started = std::time::Instant::now();
+        loop {
+            let cp = self.checkpoint();
+            if cp.size > index || started.elapsed() >= patience {
+                return cp;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// The latest signed size and root, without copying the note.
     pub fn head(&self) -> (TreeSize, RootHash) {
         let cp = self.checkpoint.read().expect("checkpoint lock");
@@ -2087,6 +2107,36 @@ mod tests {
 
     /// A store whose flush has finished reports no background work (the bench waits
     /// for exactly that before measuring the limit).
+    /// A reader that read something naming entry N from the database (a case's
+    /// steps, written a moment before their commit publishes its checkpoint) gets a
+    /// checkpoint covering N: it waits for that commit, and after its patience
+    /// settles for the latest checkpoint.
+    #[test]
+    fn checkpoint_covering_waits_for_the_commit_that_covers_an_entry() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(new_store(dir.path(), "custody.test/covering"));
+        let size = store.size();
+        assert_eq!(
+            store.checkpoint_covering(size - 1, Duration::ZERO).size,
+            size
+        );
+        let started = Instant::now();
+        let cp = store.checkpoint_covering(size + 4, Duration::from_millis(50));
+        assert_eq!(cp.size, size, "nothing covers it yet");
+        assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                store.commit(synthetic(size, 5)).unwrap();
+            })
+        };
+        let cp = store.checkpoint_covering(size + 4, Duration::from_secs(30));
+        assert_eq!(cp.size, size + 5, "the commit's checkpoint covers it");
+        writer.join().unwrap();
+    }
+
     #[test]
     fn a_store_reports_no_background_work_once_idle() {
         let dir = tempfile::tempdir().unwrap();

@@ -257,11 +257,12 @@ pub async fn case(
     })?;
     let rules = s.rules;
     blocking(move || {
-        let size = s.store.size();
         let state = s
             .store
             .case_state(&id)?
             .ok_or_else(|| Problem::not_found(format!("no case {id} in this log")).field("id"))?;
+        // Read after the case, so that its tree covers every step shown.
+        let size = covering(&s, state.steps.iter().map(|st| st.index)).size;
         Ok(Json(timeline(&state, &rules, size)))
     })
     .await
@@ -271,8 +272,12 @@ pub async fn case(
 /// listing the entry indices it was computed from.
 pub async fn stats(State(s): State<Shared>) -> Result<Json<Value>, Problem> {
     blocking(move || {
-        let cp = s.store.checkpoint();
         let cases = s.store.case_states()?;
+        // Read after the cases, so that it covers every entry the figures list.
+        let cp = covering(
+            &s,
+            cases.iter().flat_map(|c| c.steps.iter().map(|st| st.index)),
+        );
         let stats = ledger::stats::compute(&cases);
         Ok(Json(json!({
             "tree_size": cp.size,
@@ -282,6 +287,21 @@ pub async fn stats(State(s): State<Shared>) -> Result<Json<Value>, Problem> {
         })))
     })
     .await
+}
+
+/// The signed checkpoint to answer with, once it covers every entry in `indices`:
+/// a commit writes its case records a moment before it publishes its checkpoint,
+/// and an answer must not name an entry its own checkpoint cannot prove.
+fn covering(
+    s: &Shared,
+    indices: impl Iterator<Item = u64>,
+) -> ledger::checkpoint::SignedCheckpoint {
+    match indices.max() {
+        Some(last) => s
+            .store
+            .checkpoint_covering(last, std::time::Duration::from_secs(1)),
+        None => s.store.checkpoint(),
+    }
 }
 
 /// The timeline a person reads: every step with the time since the previous one.
