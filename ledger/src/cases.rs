@@ -317,10 +317,8 @@ pub fn transition(
     // stored case record has, so records written before this rule judge alike.
     let decider = next.steps.iter().find(|s| s.kind == Kind::Takedown);
     if let Some(org) = decider.map(|s| &s.org) {
-        let market_side = matches!(
-            ev.kind,
-            Kind::Takedown | Kind::CounterNotice | Kind::Reinstatement
-        );
+        // (A second takedown never gets here: it is an illegal transition.)
+        let market_side = matches!(ev.kind, Kind::CounterNotice | Kind::Reinstatement);
         if market_side && org != ev.org {
             return Err(refuse(
                 "not_case_marketplace",
@@ -454,6 +452,9 @@ fn judge_reinstatement(
                 "a reinstatement claimed at or after the withdrawal",
             ));
         }
+        // Unreachable in a log that enforced due process (without a counter-notice
+        // the reinstatement refs the withdrawal, and `claimed_before_ref` bounds it
+        // by it); kept for an audit of a log that did not.
         if case.counter_notice_at.is_none() {
             return Err(refuse(
                 "reinstatement_too_early",
@@ -473,6 +474,12 @@ fn judge_reinstatement(
     let earliest = add_business_days(from, w.min_business_days);
     let at = ev.claimed_at.date_naive();
     if at < earliest {
+        let expected = match case.state {
+            State::Withdrawn => {
+                "a reinstatement claimed at or after the withdrawal (ref the withdrawal), or on or after the window opens"
+            }
+            _ => "a reinstatement on or after the window opens, or a withdrawal first",
+        };
         return Err(refuse(
             "reinstatement_too_early",
             format!(
@@ -480,7 +487,7 @@ fn judge_reinstatement(
                 regime.as_str(),
                 w.min_business_days
             ),
-            "a reinstatement on or after the window opens, or a withdrawal first",
+            expected,
         ));
     }
     Ok(w.max_business_days

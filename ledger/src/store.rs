@@ -2105,8 +2105,6 @@ mod tests {
         assert!(e.to_string().contains("epoch 0"), "{e}");
     }
 
-    /// A store whose flush has finished reports no background work (the bench waits
-    /// for exactly that before measuring the limit).
     /// A reader that read something naming entry N from the database (a case's
     /// steps, written a moment before their commit publishes its checkpoint) gets a
     /// checkpoint covering N: it waits for that commit, and after its patience
@@ -2137,6 +2135,8 @@ mod tests {
         writer.join().unwrap();
     }
 
+    /// A store whose flush has finished reports no background work (the bench waits
+    /// for exactly that before measuring the limit).
     #[test]
     fn a_store_reports_no_background_work_once_idle() {
         let dir = tempfile::tempdir().unwrap();

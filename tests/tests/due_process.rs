@@ -467,12 +467,17 @@ fn script(regime: &'static str, min: u32, max: Option<u32>) -> Vec<Builder> {
             move |s| reinstate(&c("late-withdrawal"), s.day(5), vec![s.r("counter4")]),
         ),
     ]);
-    if min > 0 {
+    if let (true, Some(max)) = (min > 0, max) {
+        // Restored (honestly) after the window closed but before the withdrawal,
+        // and logged after it: accepted, and flagged late as it would have been.
         v.push(step(
-            "reinstate-after-withdrawal4",
+            "reinstate-late-before-withdrawal",
             market,
             None,
-            move |s| reinstate(&c("late-withdrawal"), s.day(30), vec![s.r("withdraw4")]),
+            move |s| {
+                let late = plus_business_days(s.base + Duration::days(4), max + 1);
+                reinstate(&c("late-withdrawal"), at(late), vec![s.r("counter4")])
+            },
         ));
     }
     v
@@ -603,6 +608,12 @@ fn every_transition_is_enforced_with_its_rule_code_in_every_regime() {
         );
         let late = case(&node, &format!("{regime}-late-withdrawal"));
         assert_eq!(late["state"], "reinstated", "{regime}: {late}");
+        let last = late["steps"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last["flag"].as_str(),
+            max.map(|_| "late_reinstatement"),
+            "{regime}: {last}"
+        );
     }
 }
 
