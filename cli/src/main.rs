@@ -417,13 +417,14 @@ fn run(cli: Cli) -> Result<()> {
                 s += &format!("{:>7}  {:<15} {:<24} {:<26} {:<26} {}\n", "index", "kind", "signed by", "claimed at", "logged at", "case");
                 for l in &report.entries {
                     s += &format!(
-                        "{:>7}  {:<15} {:<24} {:<26} {:<26} {}\n",
+                        "{:>7}  {:<15} {:<24} {:<26} {:<26} {}{}\n",
                         l.index,
                         l.kind,
                         format!("{} ({})", l.signer_name, l.signer_org),
                         l.claimed_at,
                         l.logged_at,
-                        l.case.as_deref().unwrap_or("-")
+                        l.case.as_deref().unwrap_or("-"),
+                        l.flag.as_deref().map(|f| format!("  FLAGGED: {f}")).unwrap_or_default()
                     );
                 }
                 s += &format!(

@@ -56,6 +56,10 @@ pub struct ReportLine {
     pub logged_at: String,
     pub leaf_hash: LeafHash,
     pub attachments: Vec<Attachment>,
+    /// What due process noted on this accepted step (e.g. `late_reinstatement`,
+    /// spec/due-process.md §Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 /// What a successful verification established.
@@ -195,6 +199,11 @@ impl Bundle {
                 }
             }
             let actor = replay.actor_of(&r.opened.signer);
+            let flag = ev.case.as_ref().and_then(|id| {
+                let case = replay.cases().find(|c| &c.id == id)?;
+                let step = case.steps.iter().rev().find(|s| s.index == index)?;
+                step.flag.clone()
+            });
             lines.push(ReportLine {
                 index,
                 kind: ev.kind.as_str().to_owned(),
@@ -208,6 +217,7 @@ impl Bundle {
                 logged_at: crate::entry::format_time(r.logged_at),
                 leaf_hash: leaf_hash(bytes),
                 attachments: ev.attachments.clone(),
+                flag,
             });
         }
         Ok(Report {

@@ -582,6 +582,25 @@ fn every_transition_is_enforced_with_its_rule_code_in_every_regime() {
             max.map(|_| "late_reinstatement"),
             "{regime}: {last}"
         );
+        // An adjudicator verifying the reinstatement's bundle offline sees the flag.
+        let work = tempfile::tempdir().unwrap();
+        let bundle = node.get(&format!("/v1/bundles/{}", last["index"]));
+        std::fs::write(work.path().join("b.json"), bundle.text()).unwrap();
+        let vkey = node.vkey();
+        let verified = custody(
+            work.path(),
+            None,
+            &["--json", "verify", "b.json", "--log-key", &vkey],
+        );
+        assert!(verified.ok, "{regime}: {}", verified.stderr);
+        let lines = verified.json()["entries"].clone();
+        let line = lines.as_array().unwrap().last().unwrap();
+        assert_eq!(line["index"], last["index"], "{regime}: {line}");
+        assert_eq!(
+            line["flag"].as_str(),
+            max.map(|_| "late_reinstatement"),
+            "{regime}: {line}"
+        );
         assert_eq!(
             case(&node, &format!("{regime}-rejected"))["state"],
             "rejected"
