@@ -186,6 +186,25 @@ pub const LATENCY_BOUNDS_MS: [f64; 14] = [
 ];
 pub const GROUP_BOUNDS: [u64; 7] = [1, 4, 16, 64, 256, 1024, 4096];
 
+/// [`LATENCY_BOUNDS_MS`] in nanoseconds (each is a whole number of them).
+const LATENCY_BOUNDS_NS: [u64; LATENCY_BOUNDS_MS.len()] = {
+    let mut ns = [0; LATENCY_BOUNDS_MS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BOUNDS_MS[i] * 1e6) as u64;
+        i += 1;
+    }
+    ns
+};
+
+/// The bucket of [`LATENCY_BOUNDS_MS`] a time falls in: the first bound it does not
+/// exceed (`le`, at most), or `LATENCY_BOUNDS_MS.len()` past the last one.
+pub fn latency_bucket(took: std::time::Duration) -> usize {
+    // u64 nanoseconds hold 584 years: only a nonsense duration is cut.
+    let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    LATENCY_BOUNDS_NS.partition_point(|&b| b < ns)
+}
+
 pub struct Sequencer {
     submitter: Submitter,
     thread: Option<JoinHandle<()>>,
@@ -553,9 +572,9 @@ impl Worker {
             self.stats
                 .commit_micros
                 .fetch_add(elapsed.as_micros() as u64, Relaxed);
-            let ms = elapsed.as_secs_f64() * 1000.0;
-            if let Some(b) = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b) {
-                self.stats.commit_buckets[b].fetch_add(1, Relaxed);
+            // A commit past the last bound is counted only in the total.
+            if let Some(b) = self.stats.commit_buckets.get(latency_bucket(elapsed)) {
+                b.fetch_add(1, Relaxed);
             }
         }
         let cp = match &committed {

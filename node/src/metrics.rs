@@ -1,7 +1,7 @@
 //! Prometheus text exposition (format 0.0.4) of the sequencer's counters plus what
 //! only the node sees: refusals by code and HTTP requests by route and status.
 
-use ledger::sequencer::{Stats, GROUP_BOUNDS, LATENCY_BOUNDS_MS};
+use ledger::sequencer::{latency_bucket, Stats, GROUP_BOUNDS, LATENCY_BOUNDS_MS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -43,17 +43,6 @@ pub const BATCH_STAGES: [&str; 6] = ["body", "parse", "open", "lookup", "sequenc
 /// sum.
 pub const SINGLE_STAGES: [&str; 5] = ["body", "verify", "sequencer", "resume", "respond"];
 
-/// [`LATENCY_BOUNDS_MS`] in nanoseconds, the unit a stage's time is summed in.
-const LATENCY_BOUNDS_NS: [u64; LATENCY_BOUNDS_MS.len()] = {
-    let mut ns = [0; LATENCY_BOUNDS_MS.len()];
-    let mut i = 0;
-    while i < ns.len() {
-        ns[i] = (LATENCY_BOUNDS_MS[i] * 1e6) as u64;
-        i += 1;
-    }
-    ns
-};
-
 /// The time requests answered spent in each of `N` stages: summed, and counted in
 /// the buckets of [`LATENCY_BOUNDS_MS`]; exposed as one histogram with a series per
 /// stage, whose `_count` is the requests answered.
@@ -78,11 +67,8 @@ impl<const N: usize> Default for StageTimes<N> {
 impl<const N: usize> StageTimes<N> {
     fn add(&self, took: [Duration; N]) {
         for ((sum, buckets), t) in self.nanos.iter().zip(&self.buckets).zip(took) {
-            // u64 nanoseconds hold 584 years: only a nonsense duration is cut.
-            let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
-            sum.fetch_add(ns, Relaxed);
-            let slot = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
-            buckets[slot].fetch_add(1, Relaxed);
+            sum.fetch_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+            buckets[latency_bucket(t)].fetch_add(1, Relaxed);
         }
     }
 
