@@ -89,6 +89,12 @@ fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
 fn ku(prefix: u8, n: u64) -> Vec<u8> {
     k(prefix, &n.to_be_bytes())
 }
+/// `d` ‖ event id: the key of an event's index in the de-duplication family.
+fn id_key(id: &EventId) -> [u8; 33] {
+    let mut key = [b'd'; 33];
+    key[1..].copy_from_slice(&id.0);
+    key
+}
 /// `t` ‖ n: the key of full tile n's lower hashes.
 fn tile_key(n: u64) -> [u8; 9] {
     let mut key = [b't'; 9];
@@ -1362,7 +1368,7 @@ impl Store {
             // A gathered batch whose every envelope was refused: nothing to read.
             return Ok(Vec::new());
         }
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| k(b'd', &id.0)).collect();
+        let keys: Vec<[u8; 33]> = ids.iter().map(id_key).collect();
         self.db
             .batched_multi_get_cf(self.ids(), &keys, false)
             .into_iter()
@@ -1447,7 +1453,7 @@ impl Store {
     }
 
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
-        self.get_id(&k(b'd', &id.0))
+        self.get_id(&id_key(id))
     }
 
     /// The index of the entry with leaf hash `h`: one key per epoch of the log, read
@@ -1548,6 +1554,11 @@ impl Store {
         let (entries_cf, hashes_cf) = (self.entries_cf(), self.hashes_cf());
         let mut placed = Vec::with_capacity(group.len());
         let mut actors = Vec::new();
+        // The de-duplication and leaf keys are random: put in key order, each
+        // memtable insert starts its skip-list search where the last one ended
+        // instead of at the top (a third of the commit's CPU in batches of 1,000).
+        let mut id_keys: Vec<([u8; 33], Index)> = Vec::with_capacity(group.len());
+        let mut leaf_keys: Vec<([u8; 37], Index)> = Vec::with_capacity(group.len());
         for (i, e) in group.into_iter().enumerate() {
             let index = start + i as u64;
             if e.bytes.len() > entry::MAX_ENTRY_BYTES {
@@ -1593,8 +1604,8 @@ impl Store {
                 };
             }
             batch.put_cf(entries_cf, ku(b'e', index), &e.bytes);
-            batch.put_cf(ids, k(b'd', &e.event_id.0), index.to_be_bytes());
-            batch.put_cf(leaves, leaf_key(index, &leaf.0), index.to_be_bytes());
+            id_keys.push((id_key(&e.event_id), index));
+            leaf_keys.push((leaf_key(index, &leaf.0), index));
             if let Some(a) = e.actor {
                 batch.put(
                     k(b'a', &a.key.0),
@@ -1612,6 +1623,15 @@ impl Store {
                 index,
                 leaf_hash: leaf,
             });
+        }
+        // Stable sorts: were a key put twice, the later put still wins.
+        id_keys.sort_by(|a, b| a.0.cmp(&b.0));
+        leaf_keys.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, index) in &id_keys {
+            batch.put_cf(ids, key, index.to_be_bytes());
+        }
+        for (key, index) in &leaf_keys {
+            batch.put_cf(leaves, key, index.to_be_bytes());
         }
         let size = start + placed.len() as u64;
         let root: RootHash = tree::root(size, &pending)?;
