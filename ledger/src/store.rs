@@ -1627,8 +1627,8 @@ impl Store {
             });
         }
         // Stable sorts: were a key put twice, the later put still wins.
-        id_keys.sort_by_key(|k| k.0);
-        leaf_keys.sort_by_key(|k| k.0);
+        id_keys.sort_by_key(|put| put.0);
+        leaf_keys.sort_by_key(|put| put.0);
         for (key, index) in &id_keys {
             batch.put_cf(ids, key, index.to_be_bytes());
         }
