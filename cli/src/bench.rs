@@ -1775,6 +1775,27 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// What the I/O wait during a load says about the run. Proofs only read: idle
+/// cores waiting for storage mean the log's tiles were not in the page cache (a
+/// first run after a pause, or after the kernel reclaimed them), so the figure is
+/// the cold path's.
+fn iowait_note(mode: &str, same_machine: bool, io: f64) -> &'static str {
+    match (same_machine, io >= 0.05, mode == "proofs") {
+        (false, _, _) => " (the bench's machine, not the node's)",
+        (true, true, true) => {
+            ": cores sat idle while the node read the log's tiles from storage, not \
+             the page cache (a first run after a pause, or tiles the kernel had \
+             reclaimed), so this is the cold path; a run right after this one \
+             measures proofs from memory"
+        }
+        (true, true, false) => {
+            ": cores sat idle waiting for storage (the node's syncs or reads), so \
+             storage rather than the CPU may have held up part of the run"
+        }
+        (true, false, _) => "",
+    }
+}
+
 fn ratio(x: f64, limit: f64) -> Option<f64> {
     (limit > 0.0).then(|| (x / limit * 1e4).round() / 1e4)
 }
@@ -2232,14 +2253,7 @@ impl Report {
             s += &format!(
                 "I/O wait: {:.1}% of this machine during the load{}\n",
                 io * 100.0,
-                match (self.same_machine, io >= 0.05) {
-                    (false, _) => " (the bench's machine, not the node's)",
-                    (true, true) => {
-                        ": cores sat idle waiting for storage (the node's syncs or reads), so \
-                         storage rather than the CPU may have held up part of the run"
-                    }
-                    (true, false) => "",
-                }
+                iowait_note(self.mode, self.same_machine, io)
             );
         }
         if let Some(c) = self.commits() {
@@ -2619,6 +2633,19 @@ mod tests {
         let c = CpuTimes::parse("cpu  200 0 60 790 50 0 0 100 7 0\n").unwrap();
         assert_eq!(CpuTimes::iowait_between(Some(a), Some(c)), Some(0.2));
         assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
+    }
+
+    /// The I/O wait's note: nothing below 5%, the cold-tile reading for proofs,
+    /// storage holding up appends, and no conclusion for a node elsewhere.
+    #[test]
+    fn iowait_note_names_the_cold_path_for_proofs_only() {
+        assert_eq!(iowait_note("proofs", true, 0.01), "");
+        assert!(iowait_note("proofs", true, 0.23).contains("tiles from storage"));
+        assert!(iowait_note("proofs", true, 0.23).contains("a run right after this one"));
+        let append = iowait_note("single", true, 0.23);
+        assert!(append.contains("syncs or reads") && !append.contains("tiles"));
+        assert_eq!(iowait_note("batch", true, 0.049), "");
+        assert!(iowait_note("proofs", false, 0.5).contains("not the node's"));
     }
 
     #[test]
