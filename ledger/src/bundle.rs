@@ -200,7 +200,7 @@ impl Bundle {
             }
             let actor = replay.actor_of(&r.opened.signer);
             let flag = ev.case.as_ref().and_then(|id| {
-                let case = replay.cases().find(|c| &c.id == id)?;
+                let case = replay.case_of(id)?;
                 let step = case.steps.iter().rev().find(|s| s.index == index)?;
                 step.flag.clone()
             });

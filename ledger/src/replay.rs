@@ -462,6 +462,9 @@ impl Replayer {
     pub fn actor_of(&self, key: &KeyId) -> Option<&Actor> {
         self.actors.get(key)
     }
+    pub fn case_of(&self, id: &CaseId) -> Option<&CaseState> {
+        self.cases.get(id)
+    }
     pub fn actors(&self) -> impl Iterator<Item = &Actor> {
         self.actors.values()
     }

@@ -22,6 +22,14 @@ fn audit(work: &std::path::Path, node: &Node, state: &str, log_key: &str) -> Run
     )
 }
 
+/// A node with one brand actor registered (entries 0 and 1), and its key.
+fn acme_node() -> (Node, ed25519_dalek::SigningKey) {
+    let node = Node::start();
+    let brand = key(2);
+    node.register(&brand, "Acme", "Acme", &["brand"]);
+    (node, brand)
+}
+
 fn scans(node: &Node, k: &ed25519_dalek::SigningKey, prefix: &str, n: usize) {
     for i in 0..n {
         node.append(k, &scan(&format!("{prefix}-{i}")));
@@ -30,9 +38,7 @@ fn scans(node: &Node, k: &ed25519_dalek::SigningKey, prefix: &str, n: usize) {
 
 #[test]
 fn an_honest_log_passes_audit_twice_and_the_second_run_checks_consistency() {
-    let node = Node::start();
-    let brand = key(2);
-    node.register(&brand, "Acme", "Acme", &["brand"]);
+    let (node, brand) = acme_node();
     // Five entry bundles: more tiles than the audit has verifying threads, so its
     // round-robin hand-out wraps and the results must come back in order.
     scans(&node, &brand, "a", 1100);
@@ -77,9 +83,7 @@ fn an_honest_log_passes_audit_twice_and_the_second_run_checks_consistency() {
 /// and the audit still runs and reports. With `eprintln!` it panicked (exit 101).
 #[test]
 fn audit_reports_even_when_its_stderr_cannot_be_written() {
-    let node = Node::start();
-    let brand = key(2);
-    node.register(&brand, "Acme", "Acme", &["brand"]);
+    let (node, brand) = acme_node();
     scans(&node, &brand, "a", 3);
     let work = tempfile::tempdir().unwrap();
     let out = custody_command(work.path(), None, &["audit", &node.url])
@@ -101,9 +105,7 @@ fn audit_reports_even_when_its_stderr_cannot_be_written() {
 /// Builds a log, forks a copy of its store, grows both differently, audits the
 /// original, then serves the fork in its place and audits again.
 fn fork_detected(extra_in_fork: usize) -> Run {
-    let node = Node::start();
-    let brand = key(2);
-    node.register(&brand, "Acme", "Acme", &["brand"]);
+    let (node, brand) = acme_node();
     scans(&node, &brand, "common", 3);
     let vkey = node.vkey();
     let dir = node.stop_and_keep();
@@ -187,9 +189,7 @@ fn audit_flags_exactly_the_entries_a_lax_node_let_through() {
 
 #[test]
 fn an_entry_altered_on_disk_is_named_by_index_by_the_audit() {
-    let node = Node::start();
-    let brand = key(2);
-    node.register(&brand, "Acme", "Acme", &["brand"]);
+    let (node, brand) = acme_node();
     // Entry 5 in a full tile: the node hashes the last, partial tile's entries
     // again when it opens, and would refuse the log instead of serving it.
     scans(&node, &brand, "t", 300);

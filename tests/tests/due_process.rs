@@ -141,6 +141,32 @@ fn step(
     })
 }
 
+/// A case detected, noticed under `regime` and decided (`decision`) by the
+/// marketplace on days 1–3: the steps named `det`, `noticed` and `decided`.
+fn decided_case(
+    case: String,
+    regime: &'static str,
+    [det, noticed, decided]: [&'static str; 3],
+    decision: &'static str,
+) -> [Builder; 3] {
+    let (c1, c2, c3) = (case.clone(), case.clone(), case);
+    [
+        step(det, brand, None, move |s| detection(&c1, s.day(1))),
+        step(noticed, brand, None, move |s| {
+            notice(
+                &c2,
+                regime,
+                s.day(2),
+                vec![s.r(det), s.r("right")],
+                s.idx("right"),
+            )
+        }),
+        step(decided, market, None, move |s| {
+            takedown(&c3, s.day(3), vec![s.r(noticed)], decision)
+        }),
+    ]
+}
+
 /// Every transition, legal and illegal, for one regime. Step names are unique per
 /// regime; the case ids carry the regime so the scripts of the three regimes share
 /// one log. (min, max) is the regime's reinstatement window in business days.
@@ -431,29 +457,17 @@ fn script(regime: &'static str, min: u32, max: Option<u32>) -> Vec<Builder> {
         step("reinstate-after-withdrawal", market, None, move |s| {
             reinstate(&c("court"), s.day(6), vec![s.r("withdraw3")])
         }),
-        // A withdrawal long after the counter-notice; a reinstatement logged after
-        // it but claiming a day after the counter-notice is judged by the window
-        // at that day (too early where the window does not open at once).
-        step("det4", brand, None, move |s| {
-            detection(&c("late-withdrawal"), s.day(1))
-        }),
-        step("notice4", brand, None, move |s| {
-            notice(
-                &c("late-withdrawal"),
-                regime,
-                s.day(2),
-                vec![s.r("det4"), s.r("right")],
-                s.idx("right"),
-            )
-        }),
-        step("takedown4", market, None, move |s| {
-            takedown(
-                &c("late-withdrawal"),
-                s.day(3),
-                vec![s.r("notice4")],
-                "removed",
-            )
-        }),
+    ]);
+    // A withdrawal long after the counter-notice; a reinstatement logged after it
+    // but claiming a day after the counter-notice is judged by the window at that
+    // day (too early where the window does not open at once).
+    v.extend(decided_case(
+        c("late-withdrawal"),
+        regime,
+        ["det4", "notice4", "takedown4"],
+        "removed",
+    ));
+    v.extend([
         step("counter4", market, None, move |s| {
             counter(&c("late-withdrawal"), s.day(4), vec![s.r("takedown4")])
         }),
