@@ -41,6 +41,8 @@ pub mod replay;
 pub mod roles;
 pub mod sig;
 pub mod stats;
+#[cfg(feature = "store")]
+pub mod tilefile;
 pub mod tree;
 pub mod types;
 

@@ -208,6 +208,8 @@ pub fn latency_bucket(took: std::time::Duration) -> usize {
 pub struct Sequencer {
     submitter: Submitter,
     thread: Option<JoinHandle<()>>,
+    /// The tile thread ([`fill_tile_file`]) and the flag that stops it.
+    tiles: Option<(JoinHandle<()>, Arc<Stop>)>,
     store: Arc<Store>,
     stats: Arc<Stats>,
 }
@@ -235,11 +237,20 @@ impl Sequencer {
             .name("custody-sequencer".into())
             .spawn(move || worker.run(rx))
             .expect("spawning the sequencer thread");
+        let stop = Arc::new(Stop::default());
+        let tiles = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("custody-tiles".into())
+                .spawn(move || fill_tile_file(&store, &stop))
+                .expect("spawning the tile thread")
+        };
         Sequencer {
             submitter: Submitter {
                 slot: Arc::new(RwLock::new(Some(tx))),
             },
             thread: Some(thread),
+            tiles: Some((tiles, stop)),
             store,
             stats,
         }
@@ -302,6 +313,84 @@ impl Sequencer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some((t, stop)) = self.tiles.take() {
+            stop.raise();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Tells the tile thread to stop, and wakes it.
+#[derive(Default)]
+struct Stop {
+    stopped: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl Stop {
+    fn raise(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+    /// Waits up to `d` (not at all for zero); true once stopped.
+    fn wait(&self, d: std::time::Duration) -> bool {
+        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if *stopped || d.is_zero() {
+            return *stopped;
+        }
+        *self
+            .wake
+            .wait_timeout(stopped, d)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+}
+
+/// Tiles the tile thread copies between looks at whether it should stop.
+const TILES_PER_ROUND: u64 = 256;
+
+/// The tile thread: copies full tiles from RocksDB into the tile file as commits
+/// complete them (a tile every 256 entries), and syncs it every [`crate::tilefile::SYNC_EVERY`]; the whole
+/// file on a log's first start with this release, in the background. A last sync
+/// when the sequencer shuts down, so the next start trusts every tile written.
+fn fill_tile_file(store: &Store, stop: &Stop) {
+    let started = std::time::Instant::now();
+    let (first, _) = store.tile_file_tiles();
+    let mut reported = started;
+    loop {
+        let idle = match store.extend_tile_file(TILES_PER_ROUND, false) {
+            Ok(copied) => copied < TILES_PER_ROUND,
+            Err(e) => {
+                crate::to_stderr!(
+                    "custody: the tile file fell behind ({e}); proofs read the newer tiles from \
+                     RocksDB meanwhile. Trying again in 10 s"
+                );
+                if stop.wait(std::time::Duration::from_secs(10)) {
+                    break;
+                }
+                continue;
+            }
+        };
+        let (have, full) = store.tile_file_tiles();
+        // A long fill (a large log's first start) says how far it is.
+        if reported.elapsed().as_secs() >= 10 && have < full {
+            crate::to_stderr!(
+                "custody: tile file: {have} of {full} tiles written ({} this start)",
+                have.saturating_sub(first)
+            );
+            reported = std::time::Instant::now();
+        }
+        let stopped = if idle {
+            stop.wait(std::time::Duration::from_millis(50))
+        } else {
+            stop.wait(std::time::Duration::ZERO)
+        };
+        if stopped {
+            break;
+        }
+    }
+    if let Err(e) = store.extend_tile_file(0, true) {
+        crate::to_stderr!("custody: syncing the tile file at shutdown: {e}; the next start writes the unsynced tiles again");
     }
 }
 

@@ -15,6 +15,8 @@
 //!
 //! The hashes of the partial tile at the right edge (fewer than 256 leaves) are not
 //! stored: they are kept in memory and, on open, hashed again from those entries.
+//! The full tiles' `t` values are copied into the tile file ([`crate::tilefile`]),
+//! which proofs read instead of RocksDB, each hash checked as it is taken.
 //!
 //! `entries` and `hashes` are written in key order only, so their files are moved
 //! down the levels, never rewritten. The `ids` keys are random and most lookups of
@@ -31,6 +33,7 @@ use crate::envelope::Envelope;
 use crate::error::{LedgerError, Result};
 use crate::event::{Body, Event, Genesis, Kind};
 use crate::roles::Actor;
+use crate::tilefile::{TileFile, Verified, TILE_BYTES, TILE_HASHES};
 use crate::tree;
 use crate::types::{BlobId, CaseId, EventId, Index, KeyId, LeafHash, RootHash, TreeSize};
 use chrono::Utc;
@@ -44,6 +47,8 @@ use tlog_tiles::{Hash, HashReader};
 
 const KEY_FILE: &str = "log.key";
 const DB_DIR: &str = "db";
+/// The tile file ([`crate::tilefile`]), beside the database.
+const TILE_FILE: &str = "tiles";
 const META_SIZE: &[u8] = b"m";
 const META_LAYOUT: &[u8] = b"v";
 /// The column family of the random-key de-duplication index (`d` keys).
@@ -77,8 +82,6 @@ const HASHES: &str = "hashes";
 /// key in the default family, no `u` or `v` key). An older release cannot open the
 /// store afterwards.
 const LAYOUT: u64 = 5;
-/// Stored hashes of a full tile below level 8 (256 + 128 + … + 2).
-const TILE_HASHES: usize = 510;
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + id.len());
@@ -269,6 +272,9 @@ pub struct Store {
     edge: RwLock<Edge>,
     /// Serialises commits: one writer orders the log.
     commit_lock: Mutex<()>,
+    /// Full tiles' hashes for proofs to read past RocksDB; `None` if it could not
+    /// be opened (proofs then read RocksDB).
+    tile_file: Option<TileFile>,
     /// Why flushes and compactions go through the page cache, if they do
     /// ([`direct_io_refusal`]); `None`: they write with O_DIRECT.
     page_cache_writes: Option<String>,
@@ -847,7 +853,7 @@ impl Store {
             .map_err(LedgerError::storage)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
         let empty = key.sign(0, tree::EMPTY_HASH.into())?;
-        let store = Store {
+        let mut store = Store {
             db,
             dir: dir.to_owned(),
             key,
@@ -857,6 +863,7 @@ impl Store {
             upper: RwLock::new(Vec::new()),
             edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
+            tile_file: None,
             page_cache_writes,
         };
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
@@ -877,6 +884,7 @@ impl Store {
             .map_err(|e| {
                 LedgerError::storage(format!("installing {KEY_FILE} in {}: {e}", dir.display()))
             })?;
+        store.tile_file = store.open_tile_file();
         Ok(store)
     }
 
@@ -1026,7 +1034,7 @@ impl Store {
             Ok(a) => a,
             Err(e) => return Err(undo(db, &created, from, e)),
         };
-        let store = Store {
+        let mut store = Store {
             db,
             dir: dir.to_owned(),
             key,
@@ -1036,6 +1044,7 @@ impl Store {
             upper: RwLock::new(Vec::new()),
             edge: RwLock::new(Edge::default()),
             commit_lock: Mutex::new(()),
+            tile_file: None,
             page_cache_writes,
         };
         let loaded = store.load_edge().and_then(|_| {
@@ -1062,7 +1071,122 @@ impl Store {
         if let Some(from) = from {
             store.finish_migration(from)?;
         }
+        store.tile_file = store.open_tile_file();
         Ok(store)
+    }
+
+    /// Opens the tile file for the tiles the store holds, or says on stderr why
+    /// proofs will read RocksDB instead.
+    fn open_tile_file(&self) -> Option<TileFile> {
+        let path = self.dir.join(TILE_FILE);
+        let full = self.edge.read().expect("edge lock").tile;
+        match TileFile::open(&path, full) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                crate::to_stderr!(
+                    "custody: cannot open the tile file {} ({e}); proofs will read the \
+                     tiles from RocksDB, which costs more CPU per proof. Check the file's \
+                     permissions and the disk, then restart the node",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Tile `n`'s wanted hashes (`these`: tile, position in it, position in `out`)
+    /// from the tile file into `out`, each checked against the tile's level-8 hash
+    /// `root`. False if the file could not vouch for them: the tile is then
+    /// distrusted (written again from RocksDB by the tile thread) and the caller
+    /// reads it from RocksDB.
+    fn read_from_file(
+        &self,
+        file: &TileFile,
+        n: u64,
+        root: Hash,
+        these: &[(u64, usize, usize)],
+        buf: &mut [u8; TILE_BYTES],
+        out: &mut [Hash],
+    ) -> bool {
+        let why = match file.read(n, buf) {
+            Ok(false) => return false,
+            Ok(true) => {
+                let mut tile = Verified::new(buf, tile_base(n), root);
+                let mut all = true;
+                for &(_, at, pos) in these {
+                    match tile.get(at) {
+                        Some(h) => out[pos] = h,
+                        None => {
+                            all = false;
+                            break;
+                        }
+                    }
+                }
+                if all {
+                    return true;
+                }
+                "its hashes do not lead to the tree's".to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        file.distrust_from(n);
+        crate::to_stderr!(
+            "custody: tile {n} in {} is unusable ({why}); proofs read it from RocksDB until \
+             the tile thread has written it, and every later tile, again",
+            file.path().display()
+        );
+        false
+    }
+
+    /// Copies up to `most` full tiles the tile file lacks from RocksDB into it, then
+    /// syncs it if [`crate::tilefile::SYNC_EVERY`] has passed (or `sync_now`).
+    /// Returns how many it copied. The sequencer's tile thread calls this.
+    pub fn extend_tile_file(&self, most: u64, sync_now: bool) -> Result<u64> {
+        let Some(file) = &self.tile_file else {
+            return Ok(0);
+        };
+        let full = self.edge.read().expect("edge lock").tile;
+        let mut copied = 0;
+        let failed = |e: std::io::Error| {
+            LedgerError::storage(format!(
+                "writing the tile file {}: {e}",
+                file.path().display()
+            ))
+        };
+        while copied < most {
+            let n = file.valid();
+            if n >= full {
+                break;
+            }
+            file.append(n, &self.db_tile(n)?).map_err(failed)?;
+            copied += 1;
+        }
+        file.sync(sync_now).map_err(failed)?;
+        Ok(copied)
+    }
+
+    /// Full tile `n`'s hashes as RocksDB holds them (the record, which the tile
+    /// file copies).
+    fn db_tile(&self, n: u64) -> Result<rocksdb::DBPinnableSlice<'_>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.hashes_cf(), tile_key(n))
+            .map_err(LedgerError::storage)?
+            .ok_or_else(|| LedgerError::corrupt(format!("tile {n} of tree hashes is missing")))?;
+        if value.len() != TILE_BYTES {
+            return Err(LedgerError::corrupt(format!(
+                "tile {n} of tree hashes is {} bytes, not {TILE_BYTES}",
+                value.len()
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Full tiles the tile file holds (proofs read those from it), and full tiles
+    /// in all.
+    pub fn tile_file_tiles(&self) -> (u64, u64) {
+        let full = self.edge.read().expect("edge lock").tile;
+        (self.tile_file.as_ref().map_or(0, TileFile::valid), full)
     }
 
     /// Hashes the partial tile's entries again (fewer than 256): its stored hashes
@@ -1800,10 +1924,13 @@ impl Store {
     /// names the first entry, or the first hash, that differs.
     fn check_tile(&self, n: u64, leaves: &tree::MemoryTree) -> Result<()> {
         let base = tile_base(n);
-        let indexes: Vec<u64> = (base..base + TILE_HASHES as u64).collect();
-        let stored = self
-            .read_hashes(&indexes)
-            .map_err(|e| LedgerError::corrupt(format!("reading tile {n}: {e}")))?;
+        // RocksDB's copy, the record: the tile file is a cache of it, and checks
+        // every hash it serves itself.
+        let stored: Vec<Hash> = self
+            .db_tile(n)?
+            .chunks_exact(32)
+            .map(|h| Hash(h.try_into().expect("32 bytes")))
+            .collect();
         let Some(at) = (0..TILE_HASHES).find(|&i| stored[i] != leaves.hashes()[i]) else {
             return Ok(());
         };
@@ -1887,12 +2014,15 @@ impl HashReader for CachedHashes<'_> {
 
 impl HashReader for Store {
     /// Levels 8 and up from memory, the partial tile's from memory, every other
-    /// hash from its tile: one RocksDB read per tile, however many of its hashes
-    /// are asked for (a proof's lower levels share one tile).
+    /// hash from its tile: one read per tile, however many of its hashes are asked
+    /// for (a proof's lower levels share one tile), from the tile file where it
+    /// holds the tile and vouches for each hash taken, from RocksDB otherwise.
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
         let mut out = vec![Hash([0; 32]); indexes.len()];
         // (tile, position in the tile, position in `out`)
         let mut wanted: Vec<(u64, usize, usize)> = Vec::new();
+        // Each wanted tile, with its level-8 hash if the tile file may hold it.
+        let mut tiles: Vec<(u64, Option<Hash>)> = Vec::new();
         {
             let upper = self.upper.read().expect("upper lock");
             let edge = self.edge.read().expect("edge lock");
@@ -1913,24 +2043,51 @@ impl HashReader for Store {
                 };
                 out[pos] = *found.ok_or(tlog_tiles::Error::IndexesNotInTree)?;
             }
+            wanted.sort_unstable();
+            let in_file = self.tile_file.as_ref().map_or(0, TileFile::valid);
+            for &(n, _, _) in &wanted {
+                if tiles.last().map(|t| t.0) != Some(n) {
+                    let root = (n < in_file)
+                        .then(|| upper.first()?.get(usize::try_from(n).ok()?).copied())
+                        .flatten();
+                    tiles.push((n, root));
+                }
+            }
         }
         if wanted.is_empty() {
             return Ok(out);
         }
-        wanted.sort_unstable();
-        let mut tiles: Vec<u64> = wanted.iter().map(|w| w.0).collect();
-        tiles.dedup();
-        let keys: Vec<[u8; 9]> = tiles.iter().map(|&n| tile_key(n)).collect();
+        // Tiles left for RocksDB, and their wanted hashes.
+        let mut from_db: Vec<u64> = Vec::new();
+        let mut db_wanted: Vec<(u64, usize, usize)> = Vec::new();
+        let mut rest = &wanted[..];
+        let mut buf: Option<[u8; TILE_BYTES]> = None;
+        for (n, root) in tiles {
+            let split = rest.partition_point(|w| w.0 == n);
+            let (these, after) = rest.split_at(split);
+            rest = after;
+            if let (Some(root), Some(file)) = (root, &self.tile_file) {
+                let buf = buf.get_or_insert([0; TILE_BYTES]);
+                if self.read_from_file(file, n, root, these, buf, &mut out) {
+                    continue;
+                }
+            }
+            from_db.push(n);
+            db_wanted.extend_from_slice(these);
+        }
+        if from_db.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<[u8; 9]> = from_db.iter().map(|&n| tile_key(n)).collect();
         let got = self.db.batched_multi_get_cf(self.hashes_cf(), &keys, true);
-        let mut wanted = wanted.into_iter().peekable();
-        for (n, got) in tiles.into_iter().zip(got) {
+        let mut wanted = db_wanted.into_iter().peekable();
+        for (n, got) in from_db.into_iter().zip(got) {
             let value = match got {
-                Ok(Some(v)) if v.len() == TILE_HASHES * 32 => v,
+                Ok(Some(v)) if v.len() == TILE_BYTES => v,
                 Ok(Some(v)) => {
                     return Err(tlog_tiles::Error::InvalidInput(format!(
-                        "tile {n} of tree hashes is {} bytes, not {}",
+                        "tile {n} of tree hashes is {} bytes, not {TILE_BYTES}",
                         v.len(),
-                        TILE_HASHES * 32
                     )))
                 }
                 // Every tile left of the partial one was written with its entries.
@@ -2352,6 +2509,76 @@ mod tests {
             t.push(leaf_hash(&s.entry(i).unwrap().unwrap()));
         }
         t
+    }
+
+    /// The tile file: proofs read full tiles from it once the tile thread has
+    /// copied them, every hash equal to the one hashed from the entries; a hash
+    /// altered in the file is never served (the tile is read from RocksDB and
+    /// copied again); after a restart only the tiles a sync vouched for are trusted.
+    #[test]
+    fn the_tile_file_serves_only_hashes_that_lead_to_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/tile-file");
+        store.commit(synthetic(1, 256 * 6 + 99)).unwrap();
+        let size = store.size();
+        let all: Vec<u64> = (0..tlog_tiles::stored_hash_count(size)).collect();
+        let expected = hashed_from_entries(&store);
+        assert_eq!(store.tile_file_tiles(), (0, 6));
+        // Copied in rounds; not synced (no second has passed since it was opened).
+        assert_eq!(store.extend_tile_file(4, false).unwrap(), 4);
+        assert_eq!(store.extend_tile_file(100, false).unwrap(), 2);
+        assert_eq!(store.extend_tile_file(100, false).unwrap(), 0);
+        assert_eq!(store.tile_file_tiles(), (6, 6));
+        assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
+        for i in [0, size / 2, size - 100, size - 1] {
+            let p = tree::prove_inclusion(i, size, &store).unwrap();
+            let leaf = store.leaf_hash(i).unwrap().unwrap();
+            tree::verify_inclusion(&p, size, store.checkpoint().root, i, leaf).unwrap();
+        }
+
+        // One hash of tile 3 altered on disk (a level-2 hash, then a leaf): its
+        // readers get the true hashes, from RocksDB, and the file is trusted only
+        // below it until the tiles are copied again.
+        let path = dir.path().join(TILE_FILE);
+        let tile3 = 3 * tree::TILE_WIDTH;
+        for (hash, lowered) in [
+            (tlog_tiles::stored_hash_index(2, tile3 / 4 + 5), 3),
+            (tlog_tiles::stored_hash_index(0, tile3 + 77), 3),
+        ] {
+            let at = (hash - tile_base(3)) as usize;
+            let offset = 4096 + 3 * 16384 + at as u64 * 32;
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &[0xee; 32], offset).unwrap();
+            assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
+            assert_eq!(store.tile_file_tiles(), (lowered, 6));
+            assert_eq!(store.extend_tile_file(100, false).unwrap(), 3);
+            assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
+        }
+
+        // Reopened without a sync: nothing is trusted, and everything is copied again.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tile_file_tiles(), (0, 6));
+        assert_eq!(store.extend_tile_file(100, true).unwrap(), 6);
+        drop(store);
+        // Reopened after a sync: the synced tiles are trusted, and read from it.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tile_file_tiles(), (6, 6));
+        assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
+        // A file cut short vouches only for the tiles it still holds whole.
+        drop(store);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(4096 + 4 * 16384 + 100).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tile_file_tiles(), (4, 6));
+        assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
+        // A missing file is made again, and filled.
+        drop(store);
+        std::fs::remove_file(&path).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tile_file_tiles(), (0, 6));
+        assert_eq!(store.extend_tile_file(100, true).unwrap(), 6);
+        assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
     }
 
     /// Readers racing the commits that complete tiles (the partial tile's hashes

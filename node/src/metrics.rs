@@ -138,6 +138,7 @@ impl Metrics {
 
     /// The whole exposition.
     /// `inflight`: request-body bytes charged now, and the budget (`--max-inflight-bytes`).
+    /// `tile_file`: full tiles the tile file holds, and full tiles in all.
     pub fn render(
         &self,
         stats: &Stats,
@@ -145,6 +146,7 @@ impl Metrics {
         queue_capacity: usize,
         inflight: (u64, u64),
         (memory, background_jobs, direct_io): (ledger::store::StoreMemory, u64, bool),
+        tile_file: (u64, u64),
     ) -> String {
         let mut out = String::with_capacity(4096);
         let groups = stats.groups.load(Relaxed);
@@ -208,6 +210,18 @@ impl Metrics {
             "custody_store_direct_io",
             "1: RocksDB's flushes and compactions write with O_DIRECT; 0: through the page cache (the filesystem refused O_DIRECT, or the platform does not use it; see the node's start-up warning).",
             u64::from(direct_io),
+        );
+        gauge(
+            &mut out,
+            "custody_tile_file_tiles",
+            "Full tiles the tile file holds: proofs read those from it, the others from RocksDB (behind custody_tiles_full after a start or a crash, until the tile thread has copied them).",
+            tile_file.0,
+        );
+        gauge(
+            &mut out,
+            "custody_tiles_full",
+            "Full tiles (256 entries each) in the log.",
+            tile_file.1,
         );
         self.batch_stages.render(
             &mut out,
@@ -507,6 +521,7 @@ mod tests {
             1024,
             (4096, 1 << 20),
             (Default::default(), jobs, direct_io),
+            (3, 5),
         )
     }
 
@@ -533,6 +548,8 @@ mod tests {
         assert!(text.contains("custody_tree_size 11\n"));
         assert!(text.contains("custody_store_background_jobs 2\n"));
         assert!(text.contains("custody_store_direct_io 1\n"));
+        assert!(text.contains("custody_tile_file_tiles 3\n"));
+        assert!(text.contains("custody_tiles_full 5\n"));
         m.batch_stages([
             Duration::from_millis(3),
             Duration::ZERO,
@@ -645,6 +662,7 @@ mod tests {
             1,
             (0, 1),
             (Default::default(), 0, false),
+            (0, 0),
         );
         for name in [
             "process_cpu_seconds_total ",

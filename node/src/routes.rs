@@ -55,6 +55,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
             s.store.background_jobs(),
             s.store.page_cache_writes().is_none(),
         ),
+        s.store.tile_file_tiles(),
     );
     let mut resp = text.into_response();
     resp.headers_mut().insert(
