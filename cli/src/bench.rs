@@ -574,6 +574,9 @@ struct NodeUsage {
     /// `custody_store_direct_io`: whether RocksDB's flushes and compactions
     /// write with O_DIRECT (`None`: the node does not say).
     direct_io: Option<bool>,
+    /// `custody_tile_file_tiles` and `custody_tiles_full`: full tiles the node's
+    /// tile file holds, and full tiles in all (`None`: the node does not say).
+    tile_file: Option<(u64, u64)>,
 }
 
 /// One stage of the node's appends ([`NodeUsage`]), so far: the seconds requests
@@ -699,6 +702,9 @@ impl NodeUsage {
             single_stages: Stage::read(text, "custody_single_stage_seconds"),
             batch_stages: Stage::read(text, "custody_batch_stage_seconds"),
             direct_io: sample(text, "custody_store_direct_io").map(|v| v == 1.0),
+            tile_file: sample(text, "custody_tile_file_tiles")
+                .zip(sample(text, "custody_tiles_full"))
+                .map(|(have, full)| (have as u64, full as u64)),
         })
     }
 }
@@ -1779,6 +1785,21 @@ fn human(d: Duration) -> String {
 /// cores waiting for storage mean the log's tiles were not in the page cache (a
 /// first run after a pause, or after the kernel reclaimed them), so the figure is
 /// the cold path's.
+/// For a proofs run begun while the node's tile file lacked some full tiles (a node
+/// just upgraded, or restarted after a crash, copies them in the background): the
+/// tiles it held and what that means for the figures.
+fn tile_file_note(mode: &str, before: Option<(u64, u64)>) -> Option<((u64, u64), &'static str)> {
+    match before {
+        Some((have, full)) if mode == "proofs" && have < full => Some((
+            (have, full),
+            ": proofs of entries in the others read RocksDB, which costs the node about \
+             twice the CPU, so this run measured a slower path; wait until \
+             custody_tile_file_tiles reaches custody_tiles_full on the node's /metrics",
+        )),
+        _ => None,
+    }
+}
+
 fn iowait_note(mode: &str, same_machine: bool, io: f64) -> &'static str {
     match (same_machine, io >= 0.05, mode == "proofs") {
         (false, _, _) => " (the bench's machine, not the node's)",
@@ -1849,6 +1870,12 @@ impl Report {
         } else {
             "event"
         }
+    }
+
+    /// [`tile_file_note`] for this run, from the node's usage before the load.
+    fn tile_file_behind(&self) -> Option<((u64, u64), &'static str)> {
+        let (before, _) = self.drive.node.as_ref()?;
+        tile_file_note(self.mode, before.tile_file)
     }
 
     /// The node's CPU over the load, if it reported its usage before and after.
@@ -2037,6 +2064,10 @@ impl Report {
                 "peak_resident_bytes": after.peak_resident_bytes as u64,
                 "direct_io": after.direct_io,
             });
+        }
+        if let Some(((have, full), _)) = self.tile_file_behind() {
+            out["node_usage"]["tile_file_behind_at_start"] =
+                json!({"tiles": have, "full_tiles": full});
         }
         if let Some(r) = self.stages() {
             let mut m: serde_json::Map<String, Value> = r
@@ -2324,6 +2355,13 @@ impl Report {
                 after.resident_bytes / 1e6,
                 after.peak_resident_bytes / 1e6
             );
+            if let Some(((have, full), note)) = self.tile_file_behind() {
+                s += &format!(
+                    "node tile file: {} of {} full tiles when the load began{note}\n",
+                    thousands(have as f64),
+                    thousands(full as f64)
+                );
+            }
             if after.direct_io == Some(false) {
                 s += "node storage: flushes and compactions go through the page cache (its \
                       filesystem refused O_DIRECT, or its platform does not use it), so commits \
@@ -2423,6 +2461,7 @@ mod tests {
                 single_stages: None,
                 batch_stages: None,
                 direct_io: Some(true),
+                tile_file: None,
             })
         );
         // An older node without them: no usage, not zeros.
@@ -2637,6 +2676,27 @@ mod tests {
 
     /// The I/O wait's note: nothing below 5%, the cold-tile reading for proofs,
     /// storage holding up appends, and no conclusion for a node elsewhere.
+    #[test]
+    fn a_tile_file_behind_is_named_for_proofs_only() {
+        let text = "process_cpu_seconds_total 1\n\
+                    custody_rocksdb_background_cpu_seconds_total 0\n\
+                    process_resident_memory_bytes 1000\n\
+                    custody_process_peak_resident_bytes 3000\n\
+                    custody_tile_file_tiles 40\n\
+                    custody_tiles_full 100\n";
+        let behind = NodeUsage::parse(text).unwrap().tile_file;
+        assert_eq!(behind, Some((40, 100)));
+        let (tiles, note) = tile_file_note("proofs", behind).unwrap();
+        assert_eq!(tiles, (40, 100));
+        assert!(
+            note.contains("read RocksDB") && note.contains("slower path"),
+            "{note}"
+        );
+        assert_eq!(tile_file_note("single", behind), None);
+        assert_eq!(tile_file_note("proofs", Some((100, 100))), None);
+        assert_eq!(tile_file_note("proofs", None), None);
+    }
+
     #[test]
     fn iowait_note_names_the_cold_path_for_proofs_only() {
         assert_eq!(iowait_note("proofs", true, 0.01), "");
