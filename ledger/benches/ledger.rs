@@ -184,8 +184,16 @@ fn durable_append(c: &mut Criterion) {
     g.finish();
 }
 
-/// A store with `n` synthetic entries, built once and kept under target/.
+/// A store with `n` synthetic entries, built once and kept under target/, its
+/// tile file filled as the node's tile thread fills it: proofs read their tiles
+/// from it, as the node's do.
 fn big_store(n: u64) -> Store {
+    let store = built_store(n);
+    store.extend_tile_file(u64::MAX, true).unwrap();
+    store
+}
+
+fn built_store(n: u64) -> Store {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/bench-stores")
         .join(format!("proofs-{n}"));

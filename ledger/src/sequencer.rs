@@ -315,7 +315,12 @@ impl Sequencer {
         }
         if let Some((t, stop)) = self.tiles.take() {
             stop.raise();
-            let _ = t.join();
+            if t.join().is_err() {
+                crate::to_stderr!(
+                    "custody: the tile thread had stopped on a panic (above); proofs read \
+                     the tiles it had not copied from RocksDB. The next start copies them"
+                );
+            }
         }
     }
 }
@@ -350,7 +355,8 @@ impl Stop {
 const TILES_PER_ROUND: u64 = 256;
 
 /// The tile thread: copies full tiles from RocksDB into the tile file as commits
-/// complete them (a tile every 256 entries), and syncs it every [`crate::tilefile::SYNC_EVERY`]; the whole
+/// complete them (a tile every 256 entries), and syncs it when due
+/// ([`crate::tilefile::TileFile::sync`]); the whole
 /// file on a log's first start with this release, in the background. A last sync
 /// when the sequencer shuts down, so the next start trusts every tile written.
 fn fill_tile_file(store: &Store, stop: &Stop) {
@@ -373,7 +379,7 @@ fn fill_tile_file(store: &Store, stop: &Stop) {
         };
         let (have, full) = store.tile_file_tiles();
         // A long fill (a large log's first start) says how far it is.
-        if reported.elapsed().as_secs() >= 10 && have < full {
+        if !idle && reported.elapsed().as_secs() >= 10 {
             crate::to_stderr!(
                 "custody: tile file: {have} of {full} tiles written ({} this start)",
                 have.saturating_sub(first)

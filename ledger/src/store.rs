@@ -1129,18 +1129,19 @@ impl Store {
             }
             Err(e) => e.to_string(),
         };
-        file.distrust_from(n);
+        file.distrust(n);
         crate::to_stderr!(
             "custody: tile {n} in {} is unusable ({why}); proofs read it from RocksDB until \
-             the tile thread has written it, and every later tile, again",
+             the tile thread has written it again",
             file.path().display()
         );
         false
     }
 
-    /// Copies up to `most` full tiles the tile file lacks from RocksDB into it, then
-    /// syncs it if [`crate::tilefile::SYNC_EVERY`] has passed (or `sync_now`).
-    /// Returns how many it copied. The sequencer's tile thread calls this.
+    /// Copies up to `most` full tiles from RocksDB into the tile file, those a read
+    /// found wrong there first, then those it lacks, in order; then syncs it when
+    /// due (at once with `sync_now`: [`TileFile::sync`]). Returns how many it
+    /// copied. The sequencer's tile thread calls this.
     pub fn extend_tile_file(&self, most: u64, sync_now: bool) -> Result<u64> {
         let Some(file) = &self.tile_file else {
             return Ok(0);
@@ -1153,6 +1154,10 @@ impl Store {
                 file.path().display()
             ))
         };
+        while let Some(n) = file.first_distrusted().filter(|_| copied < most) {
+            file.repair(n, &self.db_tile(n)?).map_err(failed)?;
+            copied += 1;
+        }
         while copied < most {
             let n = file.valid();
             if n >= full {
@@ -1166,11 +1171,13 @@ impl Store {
     }
 
     /// Full tile `n`'s hashes as RocksDB holds them (the record, which the tile
-    /// file copies).
+    /// file copies), not kept in the block cache: each is copied once.
     fn db_tile(&self, n: u64) -> Result<rocksdb::DBPinnableSlice<'_>> {
+        let mut once = rocksdb::ReadOptions::default();
+        once.fill_cache(false);
         let value = self
             .db
-            .get_pinned_cf(self.hashes_cf(), tile_key(n))
+            .get_pinned_cf_opt(self.hashes_cf(), tile_key(n), &once)
             .map_err(LedgerError::storage)?
             .ok_or_else(|| LedgerError::corrupt(format!("tile {n} of tree hashes is missing")))?;
         if value.len() != TILE_BYTES {
@@ -1186,7 +1193,7 @@ impl Store {
     /// in all.
     pub fn tile_file_tiles(&self) -> (u64, u64) {
         let full = self.edge.read().expect("edge lock").tile;
-        (self.tile_file.as_ref().map_or(0, TileFile::valid), full)
+        (self.tile_file.as_ref().map_or(0, TileFile::serving), full)
     }
 
     /// Hashes the partial tile's entries again (fewer than 256): its stored hashes
@@ -2514,7 +2521,7 @@ mod tests {
     /// The tile file: proofs read full tiles from it once the tile thread has
     /// copied them, every hash equal to the one hashed from the entries; a hash
     /// altered in the file is never served (the tile is read from RocksDB and
-    /// copied again); after a restart only the tiles a sync vouched for are trusted.
+    /// written again); after a restart only the tiles a sync vouched for are trusted.
     #[test]
     fn the_tile_file_serves_only_hashes_that_lead_to_the_tree() {
         let dir = tempfile::tempdir().unwrap();
@@ -2524,7 +2531,7 @@ mod tests {
         let all: Vec<u64> = (0..tlog_tiles::stored_hash_count(size)).collect();
         let expected = hashed_from_entries(&store);
         assert_eq!(store.tile_file_tiles(), (0, 6));
-        // Copied in rounds; not synced (no second has passed since it was opened).
+        // Copied in rounds.
         assert_eq!(store.extend_tile_file(4, false).unwrap(), 4);
         assert_eq!(store.extend_tile_file(100, false).unwrap(), 2);
         assert_eq!(store.extend_tile_file(100, false).unwrap(), 0);
@@ -2537,29 +2544,42 @@ mod tests {
         }
 
         // One hash of tile 3 altered on disk (a level-2 hash, then a leaf): its
-        // readers get the true hashes, from RocksDB, and the file is trusted only
-        // below it until the tiles are copied again.
+        // readers get the true hashes, from RocksDB, and the file serves tile 3
+        // again only once the tile thread has written it again.
         let path = dir.path().join(TILE_FILE);
         let tile3 = 3 * tree::TILE_WIDTH;
-        for (hash, lowered) in [
-            (tlog_tiles::stored_hash_index(2, tile3 / 4 + 5), 3),
-            (tlog_tiles::stored_hash_index(0, tile3 + 77), 3),
+        for hash in [
+            tlog_tiles::stored_hash_index(2, tile3 / 4 + 5),
+            tlog_tiles::stored_hash_index(0, tile3 + 77),
         ] {
             let at = (hash - tile_base(3)) as usize;
             let offset = 4096 + 3 * 16384 + at as u64 * 32;
             let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             std::os::unix::fs::FileExt::write_all_at(&f, &[0xee; 32], offset).unwrap();
             assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
-            assert_eq!(store.tile_file_tiles(), (lowered, 6));
-            assert_eq!(store.extend_tile_file(100, false).unwrap(), 3);
+            assert_eq!(store.tile_file_tiles(), (5, 6));
+            assert_eq!(store.extend_tile_file(100, false).unwrap(), 1);
+            assert_eq!(store.tile_file_tiles(), (6, 6));
             assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
         }
 
-        // Reopened without a sync: nothing is trusted, and everything is copied again.
+        // The header counts only synced tiles, and an open trusts only those: a
+        // crash before the sync leaves them to be copied again.
+        let header_count = |path: &Path| {
+            let mut b = [0u8; 8];
+            let f = std::fs::File::open(path).unwrap();
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 8).unwrap();
+            u64::from_be_bytes(b)
+        };
+        assert_eq!(store.extend_tile_file(0, true).unwrap(), 0);
+        assert_eq!(header_count(&path), 6);
         drop(store);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &2u64.to_be_bytes(), 8).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.tile_file_tiles(), (0, 6));
-        assert_eq!(store.extend_tile_file(100, true).unwrap(), 6);
+        assert_eq!(store.tile_file_tiles(), (2, 6));
+        assert_eq!(store.extend_tile_file(100, true).unwrap(), 4);
+        assert_eq!(header_count(&path), 6);
         drop(store);
         // Reopened after a sync: the synced tiles are trusted, and read from it.
         let store = Store::open(dir.path()).unwrap();

@@ -16,8 +16,8 @@
 //!   after that sync; on open, tiles past it are written again from RocksDB;
 //! - every hash a proof takes from the file is checked on the way out against the
 //!   tile's level-8 hash, which the store keeps in memory ([`Verified`]): a tile
-//!   torn by a crash, rotted on disk or overwritten is read from RocksDB instead and
-//!   written again. A wrong hash never reaches a proof.
+//!   torn by a crash, rotted on disk or overwritten is read from RocksDB instead,
+//!   until the tile thread has written it again. A wrong hash never reaches a proof.
 //!
 //! A missing or unreadable file costs only speed: the store then reads RocksDB.
 
@@ -42,14 +42,30 @@ const MAGIC: &[u8; 8] = b"custody\x01";
 /// rarely, so its syncs seldom meet the commits' WAL syncs on the disk. A crash costs
 /// the copying of at most this long's tiles again, in the background.
 pub const SYNC_EVERY: Duration = Duration::from_secs(10);
+/// ... or sooner once this many tiles (16 MiB) wait for a sync, so that while the
+/// file is filled (a large log's first start) no sync has more to write than that.
+pub const SYNC_TILES: u64 = 1024;
 
 pub struct TileFile {
     file: File,
     path: PathBuf,
-    /// Tiles `0..valid` are in the file as RocksDB holds them.
+    /// Tiles `0..valid` were written to the file as RocksDB holds them.
     valid: AtomicU64,
-    /// (Tiles the header says are synced, when the last sync was.)
-    synced: Mutex<(u64, Instant)>,
+    /// Tiles below `valid` that a read found wrong: read from RocksDB until the
+    /// tile thread has written them again ([`TileFile::repair`]).
+    distrusted: Mutex<std::collections::BTreeSet<u64>>,
+    /// `distrusted.len()`, so that reads look at the set only when it holds any.
+    distrusted_count: AtomicU64,
+    synced: Mutex<Synced>,
+}
+
+/// What the header says, and whether that is durable yet.
+struct Synced {
+    /// The count in the header as written.
+    written: u64,
+    /// Whether a sync has made that header durable.
+    durable: bool,
+    at: Instant,
 }
 
 impl std::fmt::Debug for TileFile {
@@ -93,7 +109,13 @@ impl TileFile {
             file,
             path: path.to_owned(),
             valid: AtomicU64::new(synced.min(full)),
-            synced: Mutex::new((synced, Instant::now())),
+            distrusted: Default::default(),
+            distrusted_count: AtomicU64::new(0),
+            synced: Mutex::new(Synced {
+                written: synced,
+                durable: true,
+                at: Instant::now(),
+            }),
         };
         if &header[..8] != MAGIC {
             t.write_header(0)?;
@@ -105,58 +127,109 @@ impl TileFile {
         &self.path
     }
 
-    /// Tiles `0..valid()` are read from the file.
+    /// Tiles `0..valid()` were written to the file (some may be distrusted).
     pub fn valid(&self) -> u64 {
         self.valid.load(Ordering::Acquire)
     }
 
-    /// Tile `n`'s hashes into `buf`, or `false` if the file does not hold it (yet).
+    /// Tiles the file serves: those written, less those distrusted.
+    pub fn serving(&self) -> u64 {
+        self.valid()
+            .saturating_sub(self.distrusted_count.load(Ordering::Acquire))
+    }
+
+    /// Tile `n`'s hashes into `buf`, or `false` if the file does not hold it (yet,
+    /// or again).
     pub fn read(&self, n: u64, buf: &mut [u8; TILE_BYTES]) -> std::io::Result<bool> {
-        if n >= self.valid() {
+        if n >= self.valid() || self.is_distrusted(n) {
             return Ok(false);
         }
         self.file.read_exact_at(buf, HEADER + n * SLOT)?;
         Ok(true)
     }
 
-    /// Writes tile `valid()` (its bytes as RocksDB holds them) and counts it in.
-    /// `n` must be `valid()`: the file grows one tile at a time, in order.
+    fn is_distrusted(&self, n: u64) -> bool {
+        self.distrusted_count.load(Ordering::Acquire) > 0
+            && self
+                .distrusted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&n)
+    }
+
+    /// Writes tile `valid()` (its bytes as RocksDB holds them) and counts it in:
+    /// the file grows one tile at a time, in order.
     pub fn append(&self, n: u64, bytes: &[u8]) -> std::io::Result<()> {
-        assert_eq!(bytes.len(), TILE_BYTES, "a tile holds {TILE_HASHES} hashes");
-        self.file.write_all_at(bytes, HEADER + n * SLOT)?;
-        // A reader that found a tile below n wrong lowered `valid` meanwhile: its
-        // tile is written again first, and this one after it.
-        let _ = self
-            .valid
-            .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire);
+        assert_eq!(n, self.valid(), "tiles are appended in order");
+        self.write_tile(n, bytes)?;
+        self.valid.store(n + 1, Ordering::Release);
         Ok(())
     }
 
-    /// Stops vouching for tile `n` and every later one (a read found it wrong): the
-    /// tile thread writes them again from RocksDB.
-    pub fn distrust_from(&self, n: u64) {
-        self.valid.fetch_min(n, Ordering::AcqRel);
+    fn write_tile(&self, n: u64, bytes: &[u8]) -> std::io::Result<()> {
+        assert_eq!(bytes.len(), TILE_BYTES, "a tile holds {TILE_HASHES} hashes");
+        self.file.write_all_at(bytes, HEADER + n * SLOT)
     }
 
-    /// Makes the tiles written so far durable and records their count in the
-    /// header, if [`SYNC_EVERY`] has passed since the last time (or `now`). At once
-    /// if a read distrusted tiles the header still counts.
+    /// Stops serving tile `n` (a read found it wrong) until [`TileFile::repair`]
+    /// has written it again.
+    pub fn distrust(&self, n: u64) {
+        let mut set = self.distrusted.lock().unwrap_or_else(|e| e.into_inner());
+        if set.insert(n) {
+            self.distrusted_count
+                .store(set.len() as u64, Ordering::Release);
+        }
+    }
+
+    /// The first distrusted tile, if any, for the tile thread to write again.
+    pub fn first_distrusted(&self) -> Option<u64> {
+        if self.distrusted_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let set = self.distrusted.lock().unwrap_or_else(|e| e.into_inner());
+        set.first().copied()
+    }
+
+    /// Writes distrusted tile `n` again (its bytes as RocksDB holds them) and
+    /// serves it from then on. A crash before the next sync leaves the old bytes,
+    /// which a read rejects again.
+    pub fn repair(&self, n: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_tile(n, bytes)?;
+        let mut set = self.distrusted.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&n);
+        self.distrusted_count
+            .store(set.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the tiles written so far durable and then records their count in the
+    /// header, once [`SYNC_EVERY`] has passed since the last time or
+    /// [`SYNC_TILES`] tiles wait; with `now` (at shutdown) at once, the header
+    /// made durable too, so the next start trusts every tile written.
     pub fn sync(&self, now: bool) -> std::io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         let valid = self.valid();
-        if valid == synced.0 || (valid > synced.0 && !now && synced.1.elapsed() < SYNC_EVERY) {
+        let waiting = valid.saturating_sub(synced.written);
+        let due = synced.at.elapsed() >= SYNC_EVERY || waiting >= SYNC_TILES;
+        if (waiting == 0 || !due) && !(now && (waiting > 0 || !synced.durable)) {
             return Ok(());
         }
-        // Tiles first, then the header that vouches for them: the header is
-        // durable at the next sync, and until then the older count stands.
+        // Tiles first, then the header that counts them: the header is durable at
+        // the next sync, and until then the older count stands.
         self.file.sync_data()?;
-        self.write_header(valid)?;
-        // A lowered count must stand before the tiles are written again; at
-        // shutdown, the count too, so the next start trusts every tile.
-        if valid < synced.0 || now {
-            self.file.sync_data()?;
+        synced.durable = true;
+        if waiting > 0 {
+            self.write_header(valid)?;
+            *synced = Synced {
+                written: valid,
+                durable: false,
+                at: Instant::now(),
+            };
         }
-        *synced = (valid, Instant::now());
+        if now {
+            self.file.sync_data()?;
+            synced.durable = true;
+        }
         Ok(())
     }
 
