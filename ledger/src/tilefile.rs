@@ -3,15 +3,16 @@
 //! proofs read instead of RocksDB (spec/storage.md §Tile file).
 //!
 //! Tile n's 510 hashes (16,320 bytes, as in its `t` key) are at offset
-//! `HEADER + n × SLOT`, one read of four pages. A proof against a 10M-entry log
-//! reads one such tile; through RocksDB that read was ~38% of the node's CPU per
-//! proof (the table lookup, its index, checksum and block cache on top of the
-//! same `pread`).
+//! `HEADER + n × SLOT`, one read of four pages. A proof reads one such tile;
+//! through RocksDB that read was ~38% of the node's CPU per proof at 25.8M entries
+//! (the table lookup, its index, checksum and block cache on top of the same
+//! `pread`).
 //!
 //! The file is a cache, never the record: RocksDB holds every tile, and the file is
 //! filled from it by [`crate::store::Store::extend_tile_file`] (the sequencer's tile
 //! thread), never written by a commit. So it needs no crash ordering with the log:
-//! - tiles below `valid` are in the file; every other read goes to RocksDB;
+//! - tiles below `valid` are in the file (but those a read found wrong, until
+//!   written again); every other read goes to RocksDB;
 //! - the header records how many tiles a `fdatasync` made durable, written only
 //!   after that sync; on open, tiles past it are written again from RocksDB;
 //! - every hash a proof takes from the file is checked on the way out against the
@@ -341,5 +342,64 @@ impl<'a> Verified<'a> {
             }
         }
         Some(self.at(pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::MemoryTree;
+    use crate::types::LeafHash;
+
+    /// Tile 5 of a tree (its stored-hash base) hashed from 256 made-up leaves, and
+    /// its level-8 hash.
+    fn tile() -> (Box<[u8; TILE_BYTES]>, u64, Hash) {
+        let mut t = MemoryTree::new();
+        for i in 0..256u32 {
+            t.push(LeafHash(*blake3::hash(&i.to_le_bytes()).as_bytes()));
+        }
+        let mut bytes = Box::new([0u8; TILE_BYTES]);
+        for (i, h) in t.hashes()[..TILE_HASHES].iter().enumerate() {
+            bytes[i * 32..i * 32 + 32].copy_from_slice(&h.0);
+        }
+        let base = tlog_tiles::stored_hash_index(0, 5 * 256);
+        (bytes, base, t.hashes()[TILE_HASHES])
+    }
+
+    fn pos(base: u64, level: u8, k_in_tile: u64) -> usize {
+        let k = ((5 * 256) >> level) + k_in_tile;
+        (tlog_tiles::stored_hash_index(level, k) - base) as usize
+    }
+
+    #[test]
+    fn every_hash_of_an_honest_tile_is_vouched_for() {
+        let (bytes, base, root) = tile();
+        let mut v = Verified::new(&bytes, base, root);
+        for p in (0..TILE_HASHES).rev() {
+            assert!(v.get(p).is_some(), "position {p}");
+        }
+        assert_eq!(v.get(TILE_HASHES), None);
+        // Against another tile's top, nothing is.
+        let mut wrong = Verified::new(&bytes, base, Hash([7; 32]));
+        assert!((0..TILE_HASHES).all(|p| wrong.get(p).is_none()));
+    }
+
+    /// An altered stored hash (level 3, node 6 of the tile) is refused, and so is a
+    /// hash whose only way up known so far leans on it (leaf 56, whose level-3
+    /// neighbour it is); once a path around it is known (from leaf 48, below it,
+    /// through node 7), the right hashes are all served, and it never is.
+    #[test]
+    fn an_altered_hash_is_never_served_and_right_ones_are() {
+        let (mut bytes, base, root) = tile();
+        let bad = pos(base, 3, 6);
+        bytes[bad * 32] ^= 1;
+        let mut v = Verified::new(&bytes, base, root);
+        assert_eq!(v.get(pos(base, 0, 56)), None);
+        assert_eq!(v.get(bad), None);
+        assert!(v.get(pos(base, 0, 48)).is_some());
+        assert!(v.get(pos(base, 0, 56)).is_some());
+        for p in 0..TILE_HASHES {
+            assert_eq!(v.get(p).is_none(), p == bad, "position {p}");
+        }
     }
 }
