@@ -2591,6 +2591,11 @@ mod tests {
         f.set_len(4096 + 4 * 16384 + 100).unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.tile_file_tiles(), (4, 6));
+        assert_eq!(
+            header_count(&path),
+            4,
+            "the header says what the open trusts"
+        );
         assert_eq!(store.read_hashes(&all).unwrap(), expected.hashes());
         // A missing file is made again, and filled.
         drop(store);

@@ -95,7 +95,7 @@ impl TileFile {
         let mut header = [0u8; 16];
         let len = file.metadata()?.len();
         let synced = if len >= HEADER && file.read_exact_at(&mut header, 0).is_ok() {
-            let count = u64::from_be_bytes(header[8..].try_into().expect("8 bytes"));
+            let count = count_in(&header);
             // Tile n is whole if the file reaches its last byte.
             let whole = (len - HEADER + SLOT - TILE_BYTES as u64) / SLOT;
             if &header[..8] == MAGIC {
@@ -106,20 +106,23 @@ impl TileFile {
         } else {
             0
         };
+        let valid = synced.min(full);
         let t = TileFile {
             file,
             path: path.to_owned(),
-            valid: AtomicU64::new(synced.min(full)),
+            valid: AtomicU64::new(valid),
             distrusted: Default::default(),
             distrusted_count: AtomicU64::new(0),
             synced: Mutex::new(Synced {
-                written: synced,
-                durable: true,
+                written: valid,
+                durable: valid == synced && &header[..8] == MAGIC,
                 at: Instant::now(),
             }),
         };
-        if &header[..8] != MAGIC {
-            t.write_header(0)?;
+        // The header says what this start trusts: no more than the store's full
+        // tiles and the file's whole ones, so the tile thread's syncs count from it.
+        if &header[..8] != MAGIC || valid != count_in(&header) {
+            t.write_header(valid)?;
         }
         Ok(t)
     }
@@ -244,6 +247,11 @@ impl TileFile {
         }
         Ok(())
     }
+}
+
+/// The synced count a header holds.
+fn count_in(header: &[u8; 16]) -> u64 {
+    u64::from_be_bytes(header[8..].try_into().expect("8 bytes"))
 }
 
 /// Checks hashes read from a tile against the tile's level-8 hash: a hash is
