@@ -199,6 +199,70 @@ fn after_a_restart_everything_is_still_provable() {
     v.verify(&node.get("/checkpoint").text()).unwrap();
 }
 
+/// Waits (up to 10 s) until the node's tile file holds every full tile, and
+/// answers how many there are.
+fn tile_file_caught_up(node: &Node) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = node.get("/metrics").text();
+        let (have, full) = (
+            metric(&text, "custody_tile_file_tiles"),
+            metric(&text, "custody_tiles_full"),
+        );
+        if have == full {
+            return full;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tile file holds {have} of {full} full tiles after 10 s:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Full tiles are served from the node's tile file once its tile thread has
+/// copied them; a tile altered in that file (the node stopped) is never served
+/// from it: proofs through it still verify, the node names the tile, and the
+/// tile thread writes it again.
+#[test]
+fn proofs_verify_through_the_tile_file_even_when_it_is_altered() {
+    let node = Node::start();
+    node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
+    grow(&node, 0, 600);
+    assert_eq!(tile_file_caught_up(&node), 2.0);
+    let cp = node.checkpoint();
+    for i in (0..cp.size).step_by(7) {
+        verify_inclusion_of(&node, i, &cp);
+    }
+    let dir = node.stop_and_keep();
+    // Tile 1's hashes start after a 4 KiB header and tile 0's 16 KiB slot; alter
+    // entry 300's leaf hash and a hash above it.
+    let path = dir.path().join("data/tiles");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    for at in [
+        tlog_tiles::stored_hash_index(0, 300) - tlog_tiles::stored_hash_index(0, 256),
+        tlog_tiles::stored_hash_index(3, 300 / 8) - tlog_tiles::stored_hash_index(0, 256),
+    ] {
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 32], 4096 + 16384 + at * 32).unwrap();
+    }
+    drop(f);
+    let node = Node::start_in(dir, &[]);
+    assert_eq!(node.checkpoint().root, cp.root);
+    for i in (256..cp.size.min(512)).step_by(3) {
+        verify_inclusion_of(&node, i, &cp);
+    }
+    assert!(
+        node.log().contains("tile 1 in") && node.log().contains("is unusable"),
+        "the node names the altered tile:\n{}",
+        node.log()
+    );
+    assert_eq!(tile_file_caught_up(&node), 2.0);
+    for i in 256..cp.size.min(512) {
+        verify_inclusion_of(&node, i, &cp);
+    }
+}
+
 #[test]
 fn a_duplicate_sent_after_a_restart_gets_its_original_receipt() {
     let mut node = Node::start();
