@@ -14,7 +14,8 @@
 //! - tiles below `valid` are in the file (but those a read found wrong, until
 //!   written again); every other read goes to RocksDB;
 //! - the header records how many tiles a `fdatasync` made durable, written only
-//!   after that sync; on open, tiles past it are written again from RocksDB;
+//!   after that sync (an open may lower it to what it trusts); on open, tiles past
+//!   it are written again from RocksDB;
 //! - every hash a proof takes from the file is checked on the way out against the
 //!   tile's level-8 hash, which the store keeps in memory ([`Verified`]): a tile
 //!   torn by a crash, rotted on disk or overwritten is read from RocksDB instead,
@@ -115,7 +116,8 @@ impl TileFile {
             distrusted_count: AtomicU64::new(0),
             synced: Mutex::new(Synced {
                 written: valid,
-                durable: valid == synced && &header[..8] == MAGIC,
+                // Rewritten below if it says more than this start trusts.
+                durable: valid == count_in(&header) && &header[..8] == MAGIC,
                 at: Instant::now(),
             }),
         };
