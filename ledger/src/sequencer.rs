@@ -208,8 +208,8 @@ pub fn latency_bucket(took: std::time::Duration) -> usize {
 pub struct Sequencer {
     submitter: Submitter,
     thread: Option<JoinHandle<()>>,
-    /// The tile thread ([`fill_tile_file`]) and the flag that stops it.
-    tiles: Option<(JoinHandle<()>, Arc<Stop>)>,
+    /// The tile thread ([`fill_tile_file`]), and the sender whose drop stops it.
+    tiles: Option<(JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
     store: Arc<Store>,
     stats: Arc<Stats>,
 }
@@ -237,12 +237,12 @@ impl Sequencer {
             .name("custody-sequencer".into())
             .spawn(move || worker.run(rx))
             .expect("spawning the sequencer thread");
-        let stop = Arc::new(Stop::default());
+        let (stop, stopped) = std::sync::mpsc::channel();
         let tiles = {
-            let (store, stop) = (store.clone(), stop.clone());
+            let store = store.clone();
             std::thread::Builder::new()
                 .name("custody-tiles".into())
-                .spawn(move || fill_tile_file(&store, &stop))
+                .spawn(move || fill_tile_file(&store, &stopped))
                 .expect("spawning the tile thread")
         };
         Sequencer {
@@ -314,7 +314,7 @@ impl Sequencer {
             let _ = t.join();
         }
         if let Some((t, stop)) = self.tiles.take() {
-            stop.raise();
+            drop(stop);
             if t.join().is_err() {
                 crate::to_stderr!(
                     "custody: the tile thread had stopped on a panic (above); proofs read \
@@ -322,32 +322,6 @@ impl Sequencer {
                 );
             }
         }
-    }
-}
-
-/// Tells the tile thread to stop, and wakes it.
-#[derive(Default)]
-struct Stop {
-    stopped: std::sync::Mutex<bool>,
-    wake: std::sync::Condvar,
-}
-
-impl Stop {
-    fn raise(&self) {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.wake.notify_all();
-    }
-    /// Waits up to `d` (not at all for zero); true once stopped.
-    fn wait(&self, d: std::time::Duration) -> bool {
-        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        if *stopped || d.is_zero() {
-            return *stopped;
-        }
-        *self
-            .wake
-            .wait_timeout(stopped, d)
-            .unwrap_or_else(|e| e.into_inner())
-            .0
     }
 }
 
@@ -359,10 +333,16 @@ const TILES_PER_ROUND: u64 = 256;
 /// ([`crate::tilefile::TileFile::sync`]); the whole
 /// file on a log's first start with this release, in the background. A last sync
 /// when the sequencer shuts down, so the next start trusts every tile written.
-fn fill_tile_file(store: &Store, stop: &Stop) {
-    let started = std::time::Instant::now();
+fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
+    // Waits up to `d` for the sequencer to drop its end (shutdown); true then.
+    let wait = |d| {
+        !matches!(
+            stopped.recv_timeout(d),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
+    };
     let (first, _) = store.tile_file_tiles();
-    let mut reported = started;
+    let mut reported = std::time::Instant::now();
     loop {
         let idle = match store.extend_tile_file(TILES_PER_ROUND, false) {
             Ok(copied) => copied < TILES_PER_ROUND,
@@ -371,7 +351,7 @@ fn fill_tile_file(store: &Store, stop: &Stop) {
                     "custody: the tile file fell behind ({e}); proofs read the newer tiles from \
                      RocksDB meanwhile. Trying again in 10 s"
                 );
-                if stop.wait(std::time::Duration::from_secs(10)) {
+                if wait(std::time::Duration::from_secs(10)) {
                     break;
                 }
                 continue;
@@ -386,12 +366,8 @@ fn fill_tile_file(store: &Store, stop: &Stop) {
             );
             reported = std::time::Instant::now();
         }
-        let stopped = if idle {
-            stop.wait(std::time::Duration::from_millis(50))
-        } else {
-            stop.wait(std::time::Duration::ZERO)
-        };
-        if stopped {
+        let pause = if idle { 50 } else { 0 };
+        if wait(std::time::Duration::from_millis(pause)) {
             break;
         }
     }

@@ -696,7 +696,7 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
         ))
     };
     let mut tile = 0u64;
-    let mut value: Vec<u8> = Vec::with_capacity(TILE_HASHES * 32);
+    let mut value: Vec<u8> = Vec::with_capacity(TILE_BYTES);
     let mut batch = WriteBatch::default();
     for item in prefixed(db, from, b'h') {
         if tile == full {
@@ -732,7 +732,7 @@ fn write_tiles(db: &DB, from: Option<&str>, size: u64) -> Result<()> {
             )));
         }
         value.extend_from_slice(&v);
-        if value.len() == TILE_HASHES * 32 {
+        if value.len() == TILE_BYTES {
             batch.put_cf(hashes, tile_key(tile), &value);
             value.clear();
             tile += 1;
@@ -1155,7 +1155,7 @@ impl Store {
             ))
         };
         while let Some(n) = file.first_distrusted().filter(|_| copied < most) {
-            file.repair(n, &self.db_tile(n)?).map_err(failed)?;
+            file.repair(n, &self.db_tile(n, false)?).map_err(failed)?;
             copied += 1;
         }
         while copied < most {
@@ -1163,7 +1163,7 @@ impl Store {
             if n >= full {
                 break;
             }
-            file.append(n, &self.db_tile(n)?).map_err(failed)?;
+            file.append(n, &self.db_tile(n, false)?).map_err(failed)?;
             copied += 1;
         }
         file.sync(sync_now).map_err(failed)?;
@@ -1171,13 +1171,14 @@ impl Store {
     }
 
     /// Full tile `n`'s hashes as RocksDB holds them (the record, which the tile
-    /// file copies), not kept in the block cache: each is copied once.
-    fn db_tile(&self, n: u64) -> Result<rocksdb::DBPinnableSlice<'_>> {
-        let mut once = rocksdb::ReadOptions::default();
-        once.fill_cache(false);
+    /// file copies), kept in the block cache only if `cache` (not when it is read
+    /// once, to be copied or checked).
+    fn db_tile(&self, n: u64, cache: bool) -> Result<rocksdb::DBPinnableSlice<'_>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.fill_cache(cache);
         let value = self
             .db
-            .get_pinned_cf_opt(self.hashes_cf(), tile_key(n), &once)
+            .get_pinned_cf_opt(self.hashes_cf(), tile_key(n), &opts)
             .map_err(LedgerError::storage)?
             .ok_or_else(|| LedgerError::corrupt(format!("tile {n} of tree hashes is missing")))?;
         if value.len() != TILE_BYTES {
@@ -1678,7 +1679,7 @@ impl Store {
         let tiles = group.len() / tree::TILE_WIDTH as usize + 1;
         let mut batch = WriteBatch::with_capacity_bytes(
             group.iter().map(|e| e.bytes.len() + 160).sum::<usize>()
-                + tiles * (TILE_HASHES * 32 + 64)
+                + tiles * (TILE_BYTES + 64)
                 + 4096,
         );
         let (ids, leaves) = (self.ids(), self.leaves_cf());
@@ -1934,7 +1935,7 @@ impl Store {
         // RocksDB's copy, the record: the tile file is a cache of it, and checks
         // every hash it serves itself.
         let stored: Vec<Hash> = self
-            .db_tile(n)?
+            .db_tile(n, false)?
             .chunks_exact(32)
             .map(|h| Hash(h.try_into().expect("32 bytes")))
             .collect();
@@ -2064,9 +2065,6 @@ impl HashReader for Store {
         if wanted.is_empty() {
             return Ok(out);
         }
-        // Tiles left for RocksDB, and their wanted hashes.
-        let mut from_db: Vec<u64> = Vec::new();
-        let mut db_wanted: Vec<(u64, usize, usize)> = Vec::new();
         let mut rest = &wanted[..];
         let mut buf: Option<[u8; TILE_BYTES]> = None;
         for (n, root) in tiles {
@@ -2079,37 +2077,11 @@ impl HashReader for Store {
                     continue;
                 }
             }
-            from_db.push(n);
-            db_wanted.extend_from_slice(these);
-        }
-        if from_db.is_empty() {
-            return Ok(out);
-        }
-        let keys: Vec<[u8; 9]> = from_db.iter().map(|&n| tile_key(n)).collect();
-        let got = self.db.batched_multi_get_cf(self.hashes_cf(), &keys, true);
-        let mut wanted = db_wanted.into_iter().peekable();
-        for (n, got) in from_db.into_iter().zip(got) {
-            let value = match got {
-                Ok(Some(v)) if v.len() == TILE_BYTES => v,
-                Ok(Some(v)) => {
-                    return Err(tlog_tiles::Error::InvalidInput(format!(
-                        "tile {n} of tree hashes is {} bytes, not {TILE_BYTES}",
-                        v.len(),
-                    )))
-                }
-                // Every tile left of the partial one was written with its entries.
-                Ok(None) => {
-                    return Err(tlog_tiles::Error::InvalidInput(format!(
-                        "tile {n} of tree hashes is missing"
-                    )))
-                }
-                Err(e) => {
-                    return Err(tlog_tiles::Error::InvalidInput(format!(
-                        "reading tile {n} of tree hashes: {e}"
-                    )))
-                }
-            };
-            while let Some((_, at, pos)) = wanted.next_if(|w| w.0 == n) {
+            // From RocksDB: a tile the file does not hold yet, or found wrong.
+            let value = self
+                .db_tile(n, true)
+                .map_err(|e| tlog_tiles::Error::InvalidInput(e.to_string()))?;
+            for &(_, at, pos) in these {
                 out[pos] = Hash(
                     value[at * 32..at * 32 + 32]
                         .try_into()

@@ -216,8 +216,12 @@ impl TileFile {
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         let valid = self.valid();
         let waiting = valid.saturating_sub(synced.written);
-        let due = synced.at.elapsed() >= SYNC_EVERY || waiting >= SYNC_TILES;
-        if (waiting == 0 || !due) && !(now && (waiting > 0 || !synced.durable)) {
+        let needed = if now {
+            waiting > 0 || !synced.durable
+        } else {
+            waiting > 0 && (synced.at.elapsed() >= SYNC_EVERY || waiting >= SYNC_TILES)
+        };
+        if !needed {
             return Ok(());
         }
         // Tiles first, then the header that counts them: the header is durable at
