@@ -78,6 +78,11 @@ impl Target {
         })
     }
 
+    /// The node's base URL, as given.
+    pub fn base(&self) -> String {
+        format!("http://{}{}", self.host, self.prefix)
+    }
+
     /// The node's addresses, as the URL's host resolved.
     pub(crate) fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
