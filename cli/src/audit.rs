@@ -83,22 +83,28 @@ type Fetched = (u32, Vec<u8>, Vec<u8>);
 /// read on the fetching thread itself ([`crate::wire`], as `custody bench` does):
 /// reqwest's blocking client hands every request to its own I/O thread and copies
 /// each body twice on the way back, which took ~7% of the auditor's CPU (stop 40:
-/// two requests per tile, 100 KB each). `https://`, or a proxy set in the
-/// environment (which reqwest honours), goes through the CLI's client as before.
+/// two requests per tile, 100 KB each). A redirect (tiles handed off to other
+/// storage), any other URL, or a proxy set in the environment (which reqwest
+/// honours) goes through the CLI's client as before. Either way a request must be
+/// answered within 120 s in all.
 enum Fetcher<'a> {
-    Wire(crate::wire::Target),
+    Wire(crate::wire::Target, &'a Client),
     Client(&'a Client),
 }
 
+/// Whether a proxy is set for `http://` URLs (the variables reqwest reads for them).
+fn proxy_set() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
 impl<'a> Fetcher<'a> {
-    fn new(client: &'a Client) -> Fetcher<'a> {
+    fn new(client: &'a Client, proxied: bool) -> Fetcher<'a> {
         let base = client.url("");
-        let proxied = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
         if base.starts_with("http://") && !proxied {
             if let Ok(t) = crate::wire::Target::new(&base, std::time::Duration::from_secs(120)) {
-                return Fetcher::Wire(t);
+                return Fetcher::Wire(t, client);
             }
         }
         Fetcher::Client(client)
@@ -108,9 +114,11 @@ impl<'a> Fetcher<'a> {
     /// to go on; stops after the first failure (handed over too).
     fn run(&self, size: u64, tiles: u64, each: impl FnMut(u64, Result<Fetched>) -> bool) {
         match self {
-            Fetcher::Wire(t) => {
+            Fetcher::Wire(t, client) => {
                 let mut conn = crate::wire::Conn::new(t);
-                fetch_all(size, tiles, each, |path| get_wire(t, &mut conn, path))
+                fetch_all(size, tiles, each, |path| {
+                    get_wire(t, &mut conn, client, path)
+                })
             }
             Fetcher::Client(client) => fetch_all(size, tiles, each, |path| client.get_bytes(path)),
         }
@@ -132,9 +140,15 @@ fn fetch_all(
     }
 }
 
-/// `GET path` on the wire: the body of a 2xx answer; any other answer is refused
-/// with its problem, as the CLI's client reports it.
-fn get_wire(t: &crate::wire::Target, conn: &mut crate::wire::Conn, path: &str) -> Result<Vec<u8>> {
+/// `GET path` on the wire: the body of a 2xx answer; a redirect is asked again
+/// through `client`, which follows it; any other answer is refused with its
+/// problem, as the CLI's client reports it.
+fn get_wire(
+    t: &crate::wire::Target,
+    conn: &mut crate::wire::Conn,
+    client: &Client,
+    path: &str,
+) -> Result<Vec<u8>> {
     let what = format!("GET {path}");
     let (status, body) = conn
         .send(&t.request("GET", path, None))
@@ -142,15 +156,19 @@ fn get_wire(t: &crate::wire::Target, conn: &mut crate::wire::Conn, path: &str) -
             crate::wire::WireError::Connect(_) => {
                 anyhow::anyhow!("{what}: {e} at {} (is custody-node running?)", t.base())
             }
-            _ => anyhow::anyhow!("{what}: {e}"),
+            _ => anyhow::anyhow!("{what} from {}: {e}", t.base()),
         })?;
-    if (200..300).contains(&status) {
-        return Ok(body);
+    match status {
+        200..=299 => Ok(body),
+        300..=399 => client.get_bytes(path),
+        _ => {
+            let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            });
+            Err(anyhow::anyhow!(crate::client::Problem { status, body })
+                .context(format!("{what} was refused")))
+        }
     }
-    let body = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Err(anyhow::anyhow!(crate::client::Problem { status, body })
-        .context(format!("{what} was refused")))
 }
 
 /// Entry bundle `n` and its level-0 hash tile, each fetched by `get`.
@@ -377,7 +395,7 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
             to_workers.push(tx);
             from_workers.push(done_rx);
         }
-        let fetcher = Fetcher::new(client);
+        let fetcher = Fetcher::new(client, proxy_set());
         scope.spawn(move || {
             fetcher.run(size, tiles, |n, fetched| {
                 let worker = (n / TILES_PER_CHECK) as usize % workers;
@@ -524,54 +542,88 @@ pub fn run(client: &Client, vkey: Option<&str>, state_path: &Path, quiet: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
     use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
 
-    /// A node stand-in on loopback: answers the requests of one connection with
-    /// `answers` in turn (status, body), and returns the paths it was asked for.
-    fn canned(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    type Answers = VecDeque<(u16, &'static str, &'static str)>;
+
+    /// A node stand-in on loopback: answers every request, on any connection, with
+    /// the next of `answers` (status, `Location` or "", body); the paths it was
+    /// asked for are logged in order.
+    fn canned(
+        answers: Vec<(u16, &'static str, &'static str)>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let h = std::thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut w = s;
-            let mut paths = Vec::new();
-            for (status, body) in answers {
-                let mut head = String::new();
-                r.read_line(&mut head).unwrap();
-                paths.push(head.split(' ').nth(1).unwrap_or_default().to_owned());
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap() > 2 {
-                    line.clear();
-                }
-                write!(
-                    w,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
+        let answers: Arc<Mutex<Answers>> = Arc::new(Mutex::new(answers.into()));
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let log = paths.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { return };
+                let (answers, log) = (answers.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut w = s;
+                    loop {
+                        let mut head = String::new();
+                        if r.read_line(&mut head).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut line = String::new();
+                        while r.read_line(&mut line).unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        log.lock()
+                            .unwrap()
+                            .push(head.split(' ').nth(1).unwrap_or_default().to_owned());
+                        let Some((status, location, body)) = answers.lock().unwrap().pop_front()
+                        else {
+                            return;
+                        };
+                        let location = if location.is_empty() {
+                            String::new()
+                        } else {
+                            format!("Location: {location}\r\n")
+                        };
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 {status} X\r\n{location}Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
             }
-            paths
         });
-        (base, h)
+        (base, paths)
     }
 
     #[test]
-    fn tiles_come_over_one_connection_and_a_refusal_names_its_problem() {
-        let (base, server) = canned(vec![
-            (200, "bundle-0"),
-            (200, "hashes-0"),
-            (200, "bundle-1"),
+    fn tiles_come_over_one_connection_redirects_are_followed_and_a_refusal_names_its_problem() {
+        let (base, paths) = canned(vec![
+            (200, "", "bundle-0"),
+            // The hash tile was moved: the wire hands the redirect to the client,
+            // which asks again and follows it.
+            (302, "/moved/0", ""),
+            (302, "/moved/0", ""),
+            (200, "", "hashes-0"),
+            (200, "", "bundle-1"),
             (
                 404,
+                "",
                 r#"{"code":"not_found","detail":"tile 0/001 is not part of the tree"}"#,
             ),
         ]);
         let client = Client::new(&base).unwrap();
-        let fetcher = Fetcher::new(&client);
+        let fetcher = Fetcher::new(&client, false);
         assert!(
-            matches!(fetcher, Fetcher::Wire(_)),
+            matches!(fetcher, Fetcher::Wire(..)),
             "an http:// node is read on the wire"
+        );
+        assert!(
+            matches!(Fetcher::new(&client, true), Fetcher::Client(_)),
+            "a proxy keeps the client"
         );
         let mut got = Vec::new();
         // 600 entries: tiles 0 and 1 are full, tile 2 holds 88 (never asked for).
@@ -580,10 +632,12 @@ mod tests {
             true
         });
         assert_eq!(
-            server.join().unwrap(),
+            *paths.lock().unwrap(),
             [
                 "/tile/entries/000",
                 "/tile/0/000",
+                "/tile/0/000",
+                "/moved/0",
                 "/tile/entries/001",
                 "/tile/0/001"
             ]
@@ -609,7 +663,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_that_is_not_there_is_named() {
+    fn a_node_that_is_not_there_is_named_and_the_fetch_stops() {
         // A port nobody listens on: bound, then released.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -617,16 +671,18 @@ mod tests {
             .unwrap()
             .port();
         let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let fetcher = Fetcher::new(&client, false);
+        assert!(matches!(fetcher, Fetcher::Wire(..)));
         let mut got = Vec::new();
-        Fetcher::new(&client).run(10, 1, |_, fetched| {
+        fetcher.run(600, 3, |_, fetched| {
             got.push(fetched.map(|_| ()).map_err(|e| format!("{e:#}")));
             true
         });
         let [Err(e)] = got.as_slice() else {
-            panic!("one failure expected: {got:?}")
+            panic!("one failure, then no more fetches: {got:?}")
         };
         assert!(
-            e.contains("GET /tile/entries/000.p/10") && e.contains("is custody-node running?"),
+            e.contains("GET /tile/entries/000") && e.contains("is custody-node running?"),
             "{e}"
         );
     }

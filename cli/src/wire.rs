@@ -1,15 +1,17 @@
-//! The bench's wire: plain HTTP/1.1 keep-alive connections, either one per bench
-//! thread, written and read on that thread ([`Conn`], for batches), or many on one
-//! thread's event loop (`crate::mux`, for one event or proof per request), both
-//! parsing answers with [`read_answer`].
+//! Plain HTTP/1.1 keep-alive connections for the CLI's bulk work: `custody bench`
+//! (one connection per bench thread, written and read on that thread, [`Conn`],
+//! for batches; or many on one thread's event loop, `crate::mux`, for one event or
+//! proof per request) and `custody audit`'s tile fetches ([`Conn`]), all parsing
+//! answers with [`read_answer`].
 //!
 //! The bench shares the machine with the node it measures, so what it spends per
-//! request is taken from the node. A general client (reqwest's blocking one) hands
-//! every request to its own I/O thread and back, two thread switches per request;
-//! here a request is one `write` of bytes prepared before the clock starts and the
-//! reads of its answer, on the thread that waits for it. Only what the bench needs
-//! is spoken: `http://` URLs, answers framed by `Content-Length`, chunked, or the
-//! end of the connection.
+//! request is taken from the node, and the audit's own CPU is what bounds its
+//! rate. A general client (reqwest's blocking one) hands every request to its own
+//! I/O thread and back, two thread switches per request, and copies each body on
+//! the way; here a request is one `write` of its bytes and the reads of its
+//! answer, on the thread that waits for it. Only what these need is spoken:
+//! `http://` URLs, answers framed by `Content-Length`, chunked, or the end of the
+//! connection; no redirects (the audit hands those to the CLI's client).
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -78,7 +80,7 @@ impl Target {
         })
     }
 
-    /// The node's base URL, as given.
+    /// The node's base URL, rebuilt from its host and path (no trailing `/`).
     pub fn base(&self) -> String {
         format!("http://{}{}", self.host, self.prefix)
     }
@@ -156,10 +158,36 @@ impl std::fmt::Display for WireError {
     }
 }
 
-/// One keep-alive connection, opened on first use and again after it closes.
+/// One keep-alive connection, opened on first use and again after it closes. Each
+/// exchange must end within the target's timeout as a whole, not only between two
+/// reads: a node that sends its answer a byte at a time cannot hold a request
+/// open for longer (as reqwest's `timeout` bounds a whole request).
 pub struct Conn<'t> {
     target: &'t Target,
-    stream: Option<BufReader<TcpStream>>,
+    stream: Option<BufReader<Timed>>,
+}
+
+/// A connection whose reads end at a deadline: each read waits at most for what
+/// is left of it.
+struct Timed {
+    s: TcpStream,
+    deadline: Option<std::time::Instant>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the answer did not arrive in time",
+                ));
+            }
+            self.s.set_read_timeout(Some(left))?;
+        }
+        self.s.read(buf)
+    }
 }
 
 impl<'t> Conn<'t> {
@@ -170,15 +198,31 @@ impl<'t> Conn<'t> {
         }
     }
 
-    fn connect(&mut self) -> Result<&mut BufReader<TcpStream>, WireError> {
+    fn connect(&mut self) -> Result<&mut BufReader<Timed>, WireError> {
         if self.stream.is_none() {
             let t = self.target;
-            let s = TcpStream::connect(&t.addrs[..]).map_err(WireError::Connect)?;
+            let mut last = None;
+            let mut connected = None;
+            for a in &t.addrs {
+                match TcpStream::connect_timeout(a, t.timeout) {
+                    Ok(s) => {
+                        connected = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let s = connected.ok_or_else(|| {
+                WireError::Connect(last.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to")
+                }))
+            })?;
             let _ = s.set_nodelay(true);
             s.set_read_timeout(Some(t.timeout))
                 .and_then(|_| s.set_write_timeout(Some(t.timeout)))
                 .map_err(WireError::Connect)?;
-            self.stream = Some(BufReader::with_capacity(64 * 1024, s));
+            let timed = Timed { s, deadline: None };
+            self.stream = Some(BufReader::with_capacity(64 * 1024, timed));
         }
         // Infallible: set just above if it was empty.
         Ok(self.stream.as_mut().expect("connected"))
@@ -199,8 +243,10 @@ impl<'t> Conn<'t> {
     }
 
     fn exchange(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), Attempt> {
+        let timeout = self.target.timeout;
         let stream = self.connect().map_err(Attempt::Failed)?;
-        if let Err(e) = stream.get_mut().write_all(request) {
+        stream.get_mut().deadline = Some(std::time::Instant::now() + timeout);
+        if let Err(e) = stream.get_mut().s.write_all(request) {
             self.stream = None;
             // A request not fully written cannot have been taken.
             return Err(if closed(&e) {
@@ -435,6 +481,34 @@ mod tests {
     fn answer(raw: &str) -> Result<(u16, Vec<u8>, bool), String> {
         read_answer(&mut Cursor::new(raw.as_bytes().to_vec()))
             .map_err(|e| e.into_error().to_string())
+    }
+
+    /// A node that sends its answer a byte every 20 ms, each read well inside the
+    /// per-read timeout, is cut off when the exchange's own deadline passes: the
+    /// 200 bytes would take 4 s, the deadline is 0.5 s.
+    #[test]
+    fn a_dripping_answer_ends_at_the_exchange_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n");
+            for _ in 0..200 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let t = Target::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let got = Conn::new(&t).send(&t.request("GET", "/tile/entries/000", None));
+        assert!(matches!(got, Err(WireError::Timeout)), "{got:?}");
     }
 
     #[test]

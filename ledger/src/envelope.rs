@@ -109,10 +109,10 @@ impl Opened {
     }
 }
 
-/// The signature parts of an envelope, decoded but not yet verified: what opening
-/// it needs besides the signature's verdict, and the signature ready for the
-/// group equation (kept apart, so a batch moves each `Pending`, 512 bytes, into
-/// its equation once instead of copying it).
+/// What opening an envelope needs besides its signature's verdict. The decoded
+/// signature (`Pending`, 512 bytes) is handed back apart from it, so a batch moves
+/// each into its list of signatures instead of cloning it and carrying the
+/// original along with the envelope.
 struct Decoded {
     payload: Vec<u8>,
     keyid: KeyId,

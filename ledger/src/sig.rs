@@ -41,22 +41,21 @@ fn canonical_point_encoding(b: &[u8; 32]) -> bool {
 /// to the same point. A canonical-`y` encoding of a point `P` can differ from
 /// `P`'s own encoding only in that bit, and only when `P`'s `x` is 0, so `P` has
 /// small order exactly when its encoding is one of these ten.
-static SMALL_ORDER_ENCODINGS: std::sync::LazyLock<Vec<[u8; 32]>> =
-    std::sync::LazyLock::new(|| {
-        let mut all = Vec::new();
-        for t in curve25519_dalek::constants::EIGHT_TORSION {
-            let b = t.compress().to_bytes();
-            let mut flipped = b;
-            flipped[31] ^= 0x80;
-            for e in [b, flipped] {
-                let decodes_to_t = CompressedEdwardsY(e).decompress() == Some(t);
-                if decodes_to_t && !all.contains(&e) {
-                    all.push(e);
-                }
+static SMALL_ORDER_ENCODINGS: std::sync::LazyLock<Vec<[u8; 32]>> = std::sync::LazyLock::new(|| {
+    let mut all = Vec::new();
+    for t in curve25519_dalek::constants::EIGHT_TORSION {
+        let b = t.compress().to_bytes();
+        let mut flipped = b;
+        flipped[31] ^= 0x80;
+        for e in [b, flipped] {
+            let decodes_to_t = CompressedEdwardsY(e).decompress() == Some(t);
+            if decodes_to_t && !all.contains(&e) {
+                all.push(e);
             }
         }
-        all
-    });
+    }
+    all
+});
 
 /// A point that passes the rule's encoding checks (canonical, decodes, not small
 /// order). Small order is judged by the encoding ([`SMALL_ORDER_ENCODINGS`]): ten
@@ -423,7 +422,24 @@ mod tests {
 
     #[test]
     fn small_order_is_judged_by_encoding_exactly_as_by_the_point() {
-        assert_eq!(SMALL_ORDER_ENCODINGS.len(), 10, "8 torsion points, 2 with x = 0");
+        assert_eq!(
+            SMALL_ORDER_ENCODINGS.len(),
+            10,
+            "8 torsion points, 2 with x = 0"
+        );
+        // Written out, independently of how the list is made: the identity (y = 1)
+        // and the point of order 2 (y = p - 1), each with the sign bit set.
+        let mut identity_signed = [0u8; 32];
+        identity_signed[0] = 1;
+        identity_signed[31] = 0x80;
+        let mut order_two_signed = [0xffu8; 32];
+        order_two_signed[0] = 0xec;
+        for e in [identity_signed, order_two_signed] {
+            assert!(SMALL_ORDER_ENCODINGS.contains(&e), "{}", hex::encode(e));
+            assert!(canonical_point_encoding(&e));
+            let p = CompressedEdwardsY(e).decompress().expect("decodes");
+            assert!(p.is_small_order() && p.compress().to_bytes() != e);
+        }
         for e in SMALL_ORDER_ENCODINGS.iter() {
             let p = CompressedEdwardsY(*e).decompress().expect("decodes");
             assert!(p.is_small_order() && canonical_point_encoding(e));
