@@ -50,7 +50,16 @@ impl std::error::Error for Problem {}
 impl Client {
     pub fn new(base: &str) -> Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
+        if let Some(rest) = base.strip_prefix("https://") {
+            // Said here, not as "cannot reach the node" at the first request
+            // (spec/SECURITY.md §Gaps: the CLI is built without a TLS backend).
+            bail!(
+                "node URL {base:?}: this build of custody speaks plain HTTP only (no TLS); \
+                 reach the node as http://{rest} on a network you trust, or through a \
+                 tunnel (e.g. ssh -L 7878:127.0.0.1:7878 the-node's-host)"
+            );
+        }
+        if !base.starts_with("http://") {
             bail!("node URL {base:?} must start with http:// (e.g. http://127.0.0.1:7878)");
         }
         let http = reqwest::blocking::Client::builder()
@@ -135,5 +144,28 @@ impl Client {
             String::from_utf8(self.get_bytes("/checkpoint")?).context("checkpoint is not UTF-8")?;
         let v = CheckpointVerifier::new(vkey)?;
         Ok(v.verify(&note)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_https_url_is_refused_with_what_to_do() {
+        let e = Client::new("https://ledger.example/")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("plain HTTP only") && e.contains("http://ledger.example"),
+            "{e}"
+        );
+        let e = Client::new("ftp://ledger.example")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("must start with http://"), "{e}");
+        assert!(Client::new("http://127.0.0.1:7878/").is_ok());
     }
 }
