@@ -161,13 +161,7 @@ fn get_wire(
     match status {
         200..=299 => Ok(body),
         300..=399 => client.get_bytes(path),
-        _ => {
-            let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
-            });
-            Err(anyhow::anyhow!(crate::client::Problem { status, body })
-                .context(format!("{what} was refused")))
-        }
+        _ => Err(crate::client::refused(&what, status, &body)),
     }
 }
 

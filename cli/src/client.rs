@@ -47,6 +47,14 @@ impl std::fmt::Display for Problem {
 }
 impl std::error::Error for Problem {}
 
+/// The error for an answer that is not a success: its problem+json body (or,
+/// if the body is not JSON, its text), named by what was asked.
+pub fn refused(what: &str, status: u16, body: &[u8]) -> anyhow::Error {
+    let body = serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    anyhow!(Problem { status, body }).context(format!("{what} was refused"))
+}
+
 impl Client {
     pub fn new(base: &str) -> Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
@@ -81,9 +89,8 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let text = resp.text().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Err(anyhow!(Problem { status, body }).context(format!("{what} was refused")))
+        let bytes = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
+        Err(refused(what, status, &bytes))
     }
 
     fn send(

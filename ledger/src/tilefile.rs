@@ -95,19 +95,17 @@ impl TileFile {
             .open(path)?;
         let mut header = [0u8; 16];
         let len = file.metadata()?.len();
-        let synced = if len >= HEADER && file.read_exact_at(&mut header, 0).is_ok() {
-            let count = count_in(&header);
-            // Tile n is whole if the file reaches its last byte.
-            let whole = (len - HEADER + SLOT - TILE_BYTES as u64) / SLOT;
-            if &header[..8] == MAGIC {
-                count.min(whole)
-            } else {
-                0
-            }
+        let ours =
+            len >= HEADER && file.read_exact_at(&mut header, 0).is_ok() && &header[..8] == MAGIC;
+        // Tile n is whole if the file reaches its last byte.
+        let whole = len.saturating_sub(HEADER) + SLOT - TILE_BYTES as u64;
+        let valid = if ours {
+            count_in(&header).min(whole / SLOT).min(full)
         } else {
             0
         };
-        let valid = synced.min(full);
+        // Whether the header already says what this start trusts.
+        let header_says_valid = ours && count_in(&header) == valid;
         let t = TileFile {
             file,
             path: path.to_owned(),
@@ -117,13 +115,13 @@ impl TileFile {
             synced: Mutex::new(Synced {
                 written: valid,
                 // Rewritten below if it says more than this start trusts.
-                durable: valid == count_in(&header) && &header[..8] == MAGIC,
+                durable: header_says_valid,
                 at: Instant::now(),
             }),
         };
         // The header says what this start trusts: no more than the store's full
         // tiles and the file's whole ones, so the tile thread's syncs count from it.
-        if &header[..8] != MAGIC || valid != count_in(&header) {
+        if !header_says_valid {
             t.write_header(valid)?;
         }
         Ok(t)
