@@ -49,6 +49,16 @@ pub fn logged_event(bytes: &[u8]) -> Result<(Entry, Event, KeyId)> {
     Ok((entry, event, signer))
 }
 
+/// The event id of logged entry bytes: BLAKE3 of its envelope's payload, decoded
+/// (spec/envelope.md §Event id), without parsing the event.
+pub fn logged_event_id(bytes: &[u8]) -> Result<crate::types::EventId> {
+    let entry = Entry::parse(bytes)?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&entry.envelope.payload)
+        .map_err(|e| LedgerError::corrupt(format!("logged payload is not base64: {e}")))?;
+    Ok(crate::types::EventId::of_payload(&payload))
+}
+
 fn resolve_refs<V: LogView>(view: &V, index: Index, ev: &Event) -> Result<Vec<RefInfo>> {
     let mut out = Vec::with_capacity(ev.refs.len());
     for (i, r) in ev.refs.iter().enumerate() {

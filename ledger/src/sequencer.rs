@@ -329,7 +329,8 @@ impl Sequencer {
 const TILES_PER_ROUND: u64 = 256;
 
 /// The tile thread: copies full tiles from RocksDB into the tile file as commits
-/// complete them (a tile every 256 entries), and syncs it when due
+/// complete them (a tile every 256 entries), writes each [`crate::store::ID_RUN`]
+/// entries' ids into the de-duplication index as one table, and syncs the file when due
 /// ([`crate::tilefile::TileFile::sync`]); the whole
 /// file on a log's first start with this release, in the background. A last sync
 /// when the sequencer shuts down, so the next start trusts every tile written.
@@ -357,6 +358,17 @@ fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
                 continue;
             }
         };
+        // The de-duplication index's newest ids, a table at a time (Store::index_ids).
+        if let Err(e) = store.index_ids(false) {
+            crate::to_stderr!(
+                "custody: {e}; the newest entries' ids stay in memory meanwhile (lookups \
+                 still find them). Trying again in 10 s"
+            );
+            if wait(std::time::Duration::from_secs(10)) {
+                break;
+            }
+            continue;
+        }
         let (have, full) = store.tile_file_tiles();
         // A long fill (a large log's first start) says how far it is.
         if !idle && reported.elapsed().as_secs() >= 10 {

@@ -5,7 +5,11 @@
 //! - `hashes`: `t`+n → the 510 stored hashes below level 8 of full tile n (leaves
 //!   256n..256n+255), concatenated in stored-hash order: a proof's lower levels are
 //!   one read;
-//! - `ids`: `d`+event_id → index (de-duplication);
+//! - `ids`: `d`+event_id → index (de-duplication), and `w` → the index of the first
+//!   entry whose `d` key is not yet there. The keys are written as sorted tables of
+//!   [`ID_RUN`] entries at a time and ingested, never through the write-ahead log and
+//!   memtables; the newest entries' ids are held in memory ([`IdTail`]) and, on
+//!   open, read again from the entries from `w` on;
 //! - `leaves`: `l`+epoch+leaf hash → index, the epoch being index >> 20: the keys of
 //!   one million entries at a time are random among themselves but come after every
 //!   older epoch's, so compaction rewrites only the current epoch;
@@ -32,6 +36,7 @@ use crate::entry::{self, leaf_hash};
 use crate::envelope::Envelope;
 use crate::error::{LedgerError, Result};
 use crate::event::{Body, Event, Genesis, Kind};
+use crate::replay::logged_event_id;
 use crate::roles::Actor;
 use crate::tilefile::{TileFile, Verified, TILE_BYTES, TILE_HASHES};
 use crate::tree;
@@ -74,14 +79,41 @@ const LEAF_EPOCH_BITS: u32 = 8;
 const ENTRIES: &str = "entries";
 /// The column family of the full tiles' lower hashes (`t` keys), written in order.
 const HASHES: &str = "hashes";
-/// The key layout this code writes: 5 = entries, tiles of tree hashes, the
-/// de-duplication index and the leaf index (keyed by epoch) each in a column family
-/// of their own, and `u` keys. Older layouts are migrated when opened: 4 (the leaf
-/// index as `l` ‖ leaf hash in `ids`), 3 (also every stored hash its own `h` key in
-/// `hashes`), 2 (also entries and `h` hashes in the default family) and 1 (every
-/// key in the default family, no `u` or `v` key). An older release cannot open the
-/// store afterwards.
-const LAYOUT: u64 = 5;
+/// The key layout this code writes: 6 = entries, tiles of tree hashes, the
+/// de-duplication index (written as ingested tables, with its `w` key) and the leaf
+/// index (keyed by epoch) each in a column family of their own, and `u` keys. Older
+/// layouts are migrated when opened: 5 (every `d` key put with its entry's commit,
+/// no `w`), 4 (also the leaf index as `l` ‖ leaf hash in `ids`), 3 (also every
+/// stored hash its own `h` key in `hashes`), 2 (also entries and `h` hashes in the
+/// default family) and 1 (every key in the default family, no `u` or `v` key). An
+/// older release cannot open the store afterwards.
+const LAYOUT: u64 = 6;
+/// `w` in `ids`: the index of the first entry whose `d` key is not in the family,
+/// written in the same table as the keys it covers.
+const IDS_FROM: &[u8] = b"w";
+/// Entries per table of `d` keys (~10.5 MB). Each table is ingested into level 0,
+/// which is compacted once it holds 8: tables half this size took ~0.5 µs more of
+/// RocksDB's background CPU per batch-appended event (fresh logs 0 -> 1M, two
+/// alternated pairs), and more tables in level 0 to look through per lookup. The
+/// cost: a table's ids and more in memory (~21 MB), and after a crash, an open
+/// that reads up to a table's entries or more again.
+#[cfg(not(test))]
+pub const ID_RUN: u64 = 1 << 18;
+/// Unit tests' logs are small: tables of 256 entries make them span several.
+#[cfg(test)]
+pub const ID_RUN: u64 = 256;
+/// Entries per table of `d` keys: [`ID_RUN`], unless `CUSTODY_ID_RUN` says
+/// otherwise (tests that kill a node while it writes tables set a small one).
+fn id_run() -> u64 {
+    std::env::var("CUSTODY_ID_RUN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ID_RUN)
+}
+/// The table being written, in the log's directory (outside RocksDB's own), until
+/// it is ingested; one left by a crash is removed on open.
+const ID_RUN_FILE: &str = "ids-run.sst";
 
 fn k(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + id.len());
@@ -128,6 +160,44 @@ struct Edge {
     hashes: Vec<Hash>,
 }
 
+/// The de-duplication index's newest part: the ids of entries `from..next`, whose
+/// `d` keys are not in `ids` yet. A commit adds its entries' ids here instead of
+/// putting their keys (random, so every put searched the memtable's skip list and
+/// every flush and compaction rewrote them); [`Store::index_ids`] writes each
+/// [`id_run`] of them as one sorted table, ingests it, and only then forgets them,
+/// so a lookup that misses here finds the key in RocksDB. After a crash the ids
+/// are read again from the entries (the `w` key says from where).
+struct IdTail {
+    /// Entries per table ([`id_run`]). Past three tables' worth of ids held (the
+    /// tile thread that writes them has fallen behind, or none runs: a store used
+    /// without a sequencer), a commit writes the tables itself.
+    run: u64,
+    from: Index,
+    next: Index,
+    /// Keyed with the standard library's random hasher: event ids are hashes of
+    /// payloads a signer chooses, so their bits could be ground to collide.
+    map: HashMap<EventId, Index>,
+    /// A commit that found the tail past three tables and failed to write one does
+    /// not try again before `next` reaches this.
+    retry_at: Index,
+}
+
+impl IdTail {
+    fn new(from: Index) -> IdTail {
+        let run = id_run();
+        IdTail {
+            run,
+            from,
+            next: from,
+            // Room for a table's ids and half a table's lag (2^19 slots, ~21 MB, for
+            // runs of 2^18): growing the map rehashes every id in it, a pause on the
+            // committing thread, so it should happen only if the tile thread lags.
+            map: HashMap::with_capacity((run + run / 2).min(1 << 20) as usize),
+            retry_at: 0,
+        }
+    }
+}
+
 /// `l` ‖ epoch (u32) ‖ leaf hash: the leaf index's key for the entry at `index`.
 fn leaf_key(index: Index, leaf: &[u8; 32]) -> [u8; 37] {
     epoch_leaf_key(index >> LEAF_EPOCH_BITS, leaf)
@@ -156,10 +226,35 @@ fn be(bytes: &[u8]) -> Option<u64> {
 /// One entry ready to be committed.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
+    /// The entry in the log's form ([`entry::encode`]).
     pub bytes: Vec<u8>,
+    /// BLAKE3 of the envelope's payload: on open the store reads it again from
+    /// `bytes` for the entries whose ids it held only in memory ([`IdTail`]).
     pub event_id: EventId,
     pub case: Option<CaseState>,
     pub actor: Option<Actor>,
+}
+
+impl NewEntry {
+    /// An entry in the log's form carrying `payload` in an envelope with no
+    /// signature: for benchmarks and tests that fill a store without signing or
+    /// judging, never for a log that is served.
+    #[doc(hidden)]
+    pub fn unsigned(payload: &[u8]) -> NewEntry {
+        use base64::Engine;
+        let envelope = Envelope {
+            payload_type: crate::event::PAYLOAD_TYPE.to_owned(),
+            payload: base64::engine::general_purpose::STANDARD.encode(payload),
+            signatures: Vec::new(),
+        };
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a valid time");
+        NewEntry {
+            bytes: entry::encode(at, &envelope),
+            event_id: EventId::of_payload(payload),
+            case: None,
+            actor: None,
+        }
+    }
 }
 
 /// Memory held by the store, in bytes ([`Store::memory`]).
@@ -170,6 +265,8 @@ pub struct StoreMemory {
     pub memtables: u64,
     /// The tree hashes kept in memory: the upper levels and the partial tile's.
     pub upper_levels: u64,
+    /// The ids of the entries committed since the last table of `d` keys.
+    pub recent_ids: u64,
 }
 
 /// What a commit made durable.
@@ -278,6 +375,10 @@ pub struct Store {
     /// Why flushes and compactions go through the page cache, if they do
     /// ([`direct_io_refusal`]); `None`: they write with O_DIRECT.
     page_cache_writes: Option<String>,
+    /// The ids committed since the last table of `d` keys.
+    id_tail: RwLock<IdTail>,
+    /// Held while a table of `d` keys is written and ingested: one at a time.
+    id_runs: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -850,6 +951,10 @@ impl Store {
         let page_cache_writes = direct_io_refusal(&db_dir)?;
         let (db, _) = open_db(&db_dir, true, page_cache_writes.is_none())?;
         db.put(META_LAYOUT, LAYOUT.to_be_bytes())
+            .and_then(|()| {
+                let ids = db.cf_handle(IDS).expect("a new store has every family");
+                db.put_cf(ids, IDS_FROM, 0u64.to_be_bytes())
+            })
             .map_err(LedgerError::storage)?;
         let verifier = CheckpointVerifier::new(&key.vkey())?;
         let empty = key.sign(0, tree::EMPTY_HASH.into())?;
@@ -865,6 +970,8 @@ impl Store {
             commit_lock: Mutex::new(()),
             tile_file: None,
             page_cache_writes,
+            id_tail: RwLock::new(IdTail::new(0)),
+            id_runs: Mutex::new(()),
         };
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
         let effects =
@@ -964,7 +1071,13 @@ impl Store {
         // The families a migration creates, dropped again if it fails: the store is
         // then exactly as it was, and an older release can still open it.
         let mut created: Vec<&'static str> = Vec::new();
-        if let Some(from) = from {
+        if from == Some(5) {
+            crate::to_stderr!(
+                "custody: {} uses key layout 5; recording where its de-duplication index \
+                 ends (once)",
+                dir.display()
+            );
+        } else if let Some(from) = from {
             crate::to_stderr!(
                 "custody: {} uses key layout {from}; {} (once; this copies the log's {}, so \
                  it needs as much free disk again)",
@@ -1024,8 +1137,15 @@ impl Store {
                         Ok(())
                     }
                 })
-                // Layout 1 keeps the leaf index in the default family, 2 to 4 in `ids`.
-                .and_then(|()| copy_leaf_index(&db, (from >= 2).then_some(IDS), size));
+                // Layout 1 keeps the leaf index in the default family, 2 to 4 in `ids`
+                // (5 in `leaves` already).
+                .and_then(|()| {
+                    if from <= 4 {
+                        copy_leaf_index(&db, (from >= 2).then_some(IDS), size)
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(e) = copied {
                 return Err(undo(db, &created, Some(from), e));
             }
@@ -1046,6 +1166,8 @@ impl Store {
             commit_lock: Mutex::new(()),
             tile_file: None,
             page_cache_writes,
+            id_tail: RwLock::new(IdTail::new(0)),
+            id_runs: Mutex::new(()),
         };
         let loaded = store.load_edge().and_then(|_| {
             let rebuilt = store.load_upper()?;
@@ -1071,6 +1193,7 @@ impl Store {
         if let Some(from) = from {
             store.finish_migration(from)?;
         }
+        store.load_id_tail()?;
         store.tile_file = store.open_tile_file();
         Ok(store)
     }
@@ -1300,6 +1423,22 @@ impl Store {
     /// originals of the copied keys, every `h` hash and the `l` keys left in `ids`,
     /// and records the layout.
     fn finish_migration(&self, from: u64) -> Result<()> {
+        // Every `d` key of layouts 1 to 5 is in `ids` now (copied there from layout
+        // 1's default family): the index is complete up to the tree size.
+        let complete = self.size().to_be_bytes();
+        if from == 5 {
+            let mut last = WriteBatch::default();
+            last.put_cf(self.ids(), IDS_FROM, complete);
+            last.put(META_LAYOUT, LAYOUT.to_be_bytes());
+            self.db
+                .write_opt(last, &synced())
+                .map_err(LedgerError::storage)?;
+            crate::to_stderr!(
+                "custody: {} is now in key layout {LAYOUT}",
+                self.dir.display()
+            );
+            return Ok(());
+        }
         // Key ranges [from, to) of the default family, and of `hashes`.
         let mut moved: Vec<[u8; 2]> = Vec::new();
         if from <= 2 {
@@ -1318,6 +1457,7 @@ impl Store {
         // Layout 3's hashes; or copies left in `hashes` by an older release's
         // migration from layout 1 or 2 that was cut short.
         last.delete_range_cf(self.hashes_cf(), b"h", b"i");
+        last.put_cf(self.ids(), IDS_FROM, complete);
         last.put(META_LAYOUT, LAYOUT.to_be_bytes());
         self.db
             .write_opt(last, &synced())
@@ -1342,6 +1482,158 @@ impl Store {
         self.db
             .compact_range_cf_opt(self.ids(), Some(b"l"), Some(b"m"), &o);
         crate::to_stderr!("custody: migration of {} done", self.dir.display());
+        Ok(())
+    }
+
+    /// Reads where the tables of `d` keys end (`w`) and takes the ids of the entries
+    /// from there to the tree size into memory: what a stop took from memory before
+    /// their table was ingested (none after a clean stop, which ingests them).
+    fn load_id_tail(&self) -> Result<()> {
+        // A table written but not ingested when the node stopped.
+        let stale = self.dir.join(ID_RUN_FILE);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| {
+                LedgerError::storage(format!(
+                    "removing {}, a table of event ids left by a stop: {e}; remove it \
+                     by hand and start again",
+                    stale.display()
+                ))
+            })?;
+        }
+        let from = self
+            .db
+            .get_cf(self.ids(), IDS_FROM)
+            .map_err(LedgerError::storage)?
+            .and_then(|v| be(&v))
+            .ok_or_else(|| {
+                LedgerError::corrupt(
+                    "the de-duplication index has no `w` key saying where its tables end",
+                )
+            })?;
+        let size = self.size();
+        if from > size {
+            return Err(LedgerError::corrupt(format!(
+                "the de-duplication index says its tables hold the ids of entries up to \
+                 {from}, beyond the tree size {size}"
+            )));
+        }
+        let mut tail = IdTail::new(from);
+        // Parsing the entries is most of an open after a crash (~3 µs each on a slow
+        // core, up to a few hundred thousand of them): one slice per core.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let step = (size - from).div_ceil(threads).max(1);
+        let slices: Vec<Result<Vec<EventId>>> = std::thread::scope(|s| {
+            let parts: Vec<_> = (from..size)
+                .step_by(step as usize)
+                .map(|a| s.spawn(move || self.event_ids(a, (a + step).min(size))))
+                .collect();
+            parts
+                .into_iter()
+                .map(|p| p.join().expect("reading event ids does not panic"))
+                .collect()
+        });
+        for (slice, first) in slices.into_iter().zip((from..size).step_by(step as usize)) {
+            // In index order: were an id logged twice, the later index wins.
+            tail.map.extend(slice?.into_iter().zip(first..));
+        }
+        tail.next = size;
+        *self.id_tail.write().expect("id tail lock") = tail;
+        Ok(())
+    }
+
+    /// The event ids of entries `from..to`, read from the entries in one scan.
+    fn event_ids(&self, from: Index, to: Index) -> Result<Vec<EventId>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(ku(b'e', to));
+        opts.fill_cache(false);
+        opts.set_readahead_size(1 << 20);
+        let mut it = self.db.raw_iterator_cf_opt(self.entries_cf(), opts);
+        it.seek(ku(b'e', from));
+        let mut ids = Vec::with_capacity((to - from) as usize);
+        for i in from..to {
+            ids.push(match (it.key(), it.value()) {
+                (Some([b'e', n @ ..]), Some(value)) if be(n) == Some(i) => logged_event_id(value)
+                    .map_err(|e| {
+                    LedgerError::corrupt(format!("entry {i} (reading its event id): {e}"))
+                })?,
+                _ => {
+                    it.status().map_err(LedgerError::storage)?;
+                    return Err(LedgerError::corrupt(format!("entry {i} is missing")));
+                }
+            });
+            it.next();
+        }
+        Ok(ids)
+    }
+
+    /// Writes the ids held in memory ([`IdTail`]) into `ids` as sorted tables of
+    /// [`id_run`] entries each, while a full one is held (with `all`, the rest too:
+    /// a clean stop), and forgets each once RocksDB has it. Answers how many ids it
+    /// wrote. The sequencer's tile thread calls this; a commit too if the ids held
+    /// pass three tables' worth.
+    pub fn index_ids(&self, all: bool) -> Result<u64> {
+        let _one = self.id_runs.lock().expect("id runs lock");
+        let mut written = 0;
+        loop {
+            let (from, to, mut keys) = {
+                let tail = self.id_tail.read().expect("id tail lock");
+                let to = if all { tail.next } else { tail.from + tail.run };
+                if to > tail.next || to == tail.from {
+                    return Ok(written);
+                }
+                let keys: Vec<([u8; 33], Index)> = tail
+                    .map
+                    .iter()
+                    .filter(|(_, &i)| i < to)
+                    .map(|(id, &i)| (id_key(id), i))
+                    .collect();
+                (tail.from, to, keys)
+            };
+            keys.sort_unstable_by_key(|k| k.0);
+            self.ingest_ids(from, to, &keys)?;
+            let mut tail = self.id_tail.write().expect("id tail lock");
+            tail.map.retain(|_, i| *i >= to);
+            tail.from = to;
+            written += to - from;
+        }
+    }
+
+    /// One table: `keys` (sorted, the ids of entries `from..to`) and `w` = `to`,
+    /// ingested into `ids` in one step, so the `w` key never says more than the
+    /// family holds.
+    fn ingest_ids(&self, from: Index, to: Index, keys: &[([u8; 33], Index)]) -> Result<()> {
+        let path = self.dir.join(ID_RUN_FILE);
+        let failed = |what: &str, e: rocksdb::Error| {
+            let _ = std::fs::remove_file(&path);
+            LedgerError::storage(format!(
+                "{what} the table of the ids of entries {from}..{to} ({}): {e}",
+                path.display()
+            ))
+        };
+        let (_, families) = db_options(false);
+        let options = &families
+            .iter()
+            .find(|(name, _)| *name == IDS)
+            .expect("the layout has `ids`")
+            .1;
+        let mut w = rocksdb::SstFileWriter::create(options);
+        w.open(&path).map_err(|e| failed("creating", e))?;
+        for (key, index) in keys {
+            w.put(key, index.to_be_bytes())
+                .map_err(|e| failed("writing", e))?;
+        }
+        w.put(IDS_FROM, to.to_be_bytes())
+            .and_then(|()| w.finish())
+            .map_err(|e| failed("writing", e))?;
+        let mut o = rocksdb::IngestExternalFileOptions::default();
+        // Linked into the database, not copied; RocksDB syncs it and records it in
+        // its manifest before answering.
+        o.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.ids(), &o, vec![&path])
+            .map_err(|e| failed("ingesting", e))?;
+        // Linked, the name outside the database is no longer needed.
+        let _ = std::fs::remove_file(&path);
         Ok(())
     }
 
@@ -1468,14 +1760,6 @@ impl Store {
         self.family(LEAVES)
     }
 
-    fn get_id(&self, key: &[u8]) -> Result<Option<Index>> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.ids(), key)
-            .map_err(LedgerError::storage)?
-            .and_then(|v| be(&v)))
-    }
-
     /// Entry bytes, exactly as logged.
     pub fn entry(&self, index: Index) -> Result<Option<Vec<u8>>> {
         self.db
@@ -1494,18 +1778,39 @@ impl Store {
         Ok(Some(LeafHash(h[0].0)))
     }
 
-    /// [`Store::index_of_event`] for many events in one RocksDB MultiGet.
+    /// [`Store::index_of_event`] for many events: those committed since the last
+    /// table of `d` keys from memory, the others in one RocksDB MultiGet.
     pub fn indexes_of_events(&self, ids: &[EventId]) -> Result<Vec<Option<Index>>> {
-        if ids.is_empty() {
-            // A gathered batch whose every envelope was refused: nothing to read.
-            return Ok(Vec::new());
+        let mut found = vec![None; ids.len()];
+        let mut keys: Vec<[u8; 33]> = Vec::new();
+        let mut places: Vec<usize> = Vec::new();
+        {
+            // Before RocksDB: a table is ingested before its ids leave the tail, so an
+            // id not here is there by the time the read below starts.
+            let tail = self.id_tail.read().expect("id tail lock");
+            for (n, id) in ids.iter().enumerate() {
+                match tail.map.get(id) {
+                    Some(&i) => found[n] = Some(i),
+                    None => {
+                        keys.push(id_key(id));
+                        places.push(n);
+                    }
+                }
+            }
         }
-        let keys: Vec<[u8; 33]> = ids.iter().map(id_key).collect();
-        self.db
-            .batched_multi_get_cf(self.ids(), &keys, false)
-            .into_iter()
-            .map(|r| Ok(r.map_err(LedgerError::storage)?.and_then(|v| be(&v))))
-            .collect()
+        if keys.is_empty() {
+            // Every one committed recently, or a batch whose every envelope was
+            // refused: nothing to read.
+            return Ok(found);
+        }
+        for (n, got) in
+            places
+                .into_iter()
+                .zip(self.db.batched_multi_get_cf(self.ids(), &keys, false))
+        {
+            found[n] = got.map_err(LedgerError::storage)?.and_then(|v| be(&v));
+        }
+        Ok(found)
     }
 
     /// Writes every family's memtables to table files, so that the next open has no
@@ -1514,6 +1819,8 @@ impl Store {
     /// 1M-18M entries). Nothing depends on it for durability: what it flushes was
     /// synced to the log already, and after a crash the replay recovers it.
     pub fn flush_memtables(&self) -> Result<()> {
+        // The ids held in memory too: the next start then reads no entries for them.
+        self.index_ids(true)?;
         let mut o = rocksdb::FlushOptions::default();
         o.set_wait(true);
         let families: Vec<&ColumnFamily> =
@@ -1556,6 +1863,9 @@ impl Store {
                 .map(|l| l.len() as u64 * 32)
                 .sum::<u64>()
                 + self.edge.read().expect("edge lock").hashes.len() as u64 * 32,
+            // The map's table: an id, an index and a control byte per slot.
+            recent_ids: self.id_tail.read().expect("id tail lock").map.capacity() as u64
+                * (32 + 8 + 1),
         }
     }
 
@@ -1585,7 +1895,7 @@ impl Store {
     }
 
     pub fn index_of_event(&self, id: &EventId) -> Result<Option<Index>> {
-        self.get_id(&id_key(id))
+        Ok(self.indexes_of_events(std::slice::from_ref(id))?[0])
     }
 
     /// The index of the entry with leaf hash `h`: one key per epoch of the log, read
@@ -1682,16 +1992,16 @@ impl Store {
                 + tiles * (TILE_BYTES + 64)
                 + 4096,
         );
-        let (ids, leaves) = (self.ids(), self.leaves_cf());
+        let leaves = self.leaves_cf();
         let (entries_cf, hashes_cf) = (self.entries_cf(), self.hashes_cf());
         let mut placed = Vec::with_capacity(group.len());
         let mut actors = Vec::new();
-        // The de-duplication and leaf keys are random. Put in key order, each
-        // memtable insert still searches its skip list from the top, but keys in
-        // order walk the same upper nodes, which stay in the CPU's cache: the
-        // search fell from 29% to 16% of the sequencer thread's samples in batches
-        // of 1,000 (PERFORMANCE.md, stop 38).
-        let mut id_keys: Vec<([u8; 33], Index)> = Vec::with_capacity(group.len());
+        // The leaf keys are random. Put in key order, each memtable insert still
+        // searches its skip list from the top, but keys in order walk the same upper
+        // nodes, which stay in the CPU's cache: the search fell from 29% to 16% of
+        // the sequencer thread's samples in batches of 1,000 (PERFORMANCE.md, stop
+        // 38). The event ids go to the tail in memory once the batch is written.
+        let mut new_ids: Vec<EventId> = Vec::with_capacity(group.len());
         let mut leaf_keys: Vec<([u8; 37], Index)> = Vec::with_capacity(group.len());
         for (i, e) in group.into_iter().enumerate() {
             let index = start + i as u64;
@@ -1738,7 +2048,7 @@ impl Store {
                 };
             }
             batch.put_cf(entries_cf, ku(b'e', index), &e.bytes);
-            id_keys.push((id_key(&e.event_id), index));
+            new_ids.push(e.event_id);
             leaf_keys.push((leaf_key(index, &leaf.0), index));
             if let Some(a) = e.actor {
                 batch.put(
@@ -1758,12 +2068,8 @@ impl Store {
                 leaf_hash: leaf,
             });
         }
-        // Stable sorts: were a key put twice, the later put still wins.
-        id_keys.sort_by_key(|put| put.0);
+        // A stable sort: were a key put twice, the later put still wins.
         leaf_keys.sort_by_key(|put| put.0);
-        for (key, index) in &id_keys {
-            batch.put_cf(ids, key, index.to_be_bytes());
-        }
         for (key, index) in &leaf_keys {
             batch.put_cf(leaves, key, index.to_be_bytes());
         }
@@ -1775,6 +2081,13 @@ impl Store {
         self.db
             .write_opt(batch, &synced())
             .map_err(LedgerError::storage)?;
+        // Before the new size is published: a lookup that sees it finds each id.
+        let mut tail = self.id_tail.write().expect("id tail lock");
+        // Were an id committed twice, the later index wins, as a later put would.
+        tail.map.extend(new_ids.into_iter().zip(start..));
+        tail.next = size;
+        let valve = tail.next - tail.from >= 3 * tail.run && tail.next >= tail.retry_at;
+        drop(tail);
         let mut known = self.actors.write().expect("actors lock");
         for a in actors {
             known.insert(a.key, a);
@@ -1797,6 +2110,21 @@ impl Store {
         // Before the new size is published: a reader that sees it finds every hash.
         *self.edge.write().expect("edge lock") = edge;
         *self.checkpoint.write().expect("checkpoint lock") = cp.clone();
+        if valve {
+            // No tile thread is writing the tables (a store used without a
+            // sequencer), or it has fallen far behind: bound the memory here.
+            if let Err(e) = self.index_ids(false) {
+                let mut tail = self.id_tail.write().expect("id tail lock");
+                tail.retry_at = size + tail.run;
+                let run = tail.run;
+                drop(tail);
+                crate::to_stderr!(
+                    "custody: {e}; the ids of the newest entries stay in memory \
+                     (lookups still find them), and the next try is after {run} more \
+                     entries. Check the disk"
+                );
+            }
+        }
         Ok(Committed {
             checkpoint: cp,
             placed,
@@ -2114,15 +2442,7 @@ mod tests {
 
     fn synthetic(from: u64, n: u64) -> Vec<NewEntry> {
         (from..from + n)
-            .map(|j| {
-                let bytes = format!("{{\"synthetic\":{j}}}").into_bytes();
-                NewEntry {
-                    event_id: EventId::of_payload(&bytes),
-                    bytes,
-                    case: None,
-                    actor: None,
-                }
-            })
+            .map(|j| NewEntry::unsigned(format!("{{\"synthetic\":{j}}}").as_bytes()))
             .collect()
     }
 
@@ -2240,6 +2560,72 @@ mod tests {
         check(&store);
         store.flush_memtables().unwrap();
         check(&store);
+    }
+
+    /// The newest ids live in memory until their table is ingested (256 entries a
+    /// table in tests). A stop at any point (after some tables, with a table
+    /// written but not ingested, with none written since) loses none: the open
+    /// reads the ids after the `w` key again from the entries. Without a tile
+    /// thread, commits write the tables themselves past three tables' worth.
+    #[test]
+    fn ids_held_in_memory_survive_a_stop_at_any_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path(), "custody.test/id-tail");
+        let first = synthetic(1, 700);
+        let mut ids: Vec<EventId> = std::iter::once(EventId([0; 32]))
+            .chain(first.iter().map(|e| e.event_id))
+            .collect();
+        store.commit(first).unwrap();
+        let tail = |s: &Store| {
+            let t = s.id_tail.read().unwrap();
+            (t.from, t.next, t.map.len() as u64)
+        };
+        assert_eq!(tail(&store), (0, 701, 701), "nothing written yet");
+        assert_eq!(store.index_ids(false).unwrap(), 512, "two full tables");
+        assert_eq!(tail(&store), (512, 701, 189));
+        let all_found = |s: &Store, ids: &[EventId]| {
+            let found = s.indexes_of_events(ids).unwrap();
+            for (i, id) in ids.iter().enumerate().skip(1) {
+                assert_eq!(found[i], Some(i as u64), "event {i}");
+                assert_eq!(s.index_of_event(id).unwrap(), Some(i as u64), "event {i}");
+            }
+        };
+        all_found(&store, &ids);
+        // A crash: no clean stop, and a table left written but not ingested.
+        drop(store);
+        std::fs::write(dir.path().join(ID_RUN_FILE), b"cut short").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(
+            !dir.path().join(ID_RUN_FILE).exists(),
+            "the stale table is removed"
+        );
+        assert_eq!(tail(&store), (512, 701, 189), "read again from the entries");
+        all_found(&store, &ids);
+        // 1,200 more without a tile thread: past 768 held, the commit writes.
+        let more = synthetic(701, 1200);
+        ids.extend(more.iter().map(|e| e.event_id));
+        store.commit(more).unwrap();
+        assert_eq!(
+            tail(&store),
+            (1792, 1901, 109),
+            "the commit wrote five tables"
+        );
+        all_found(&store, &ids);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(tail(&store), (1792, 1901, 109));
+        all_found(&store, &ids);
+        // A clean stop writes the rest: the next open reads no entry.
+        store.flush_memtables().unwrap();
+        assert_eq!(tail(&store), (1901, 1901, 0));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(tail(&store), (1901, 1901, 0));
+        all_found(&store, &ids);
+        assert_eq!(store.index_of_event(&EventId([7; 32])).unwrap(), None);
+        // The `w` key never says more than the tables hold.
+        let w = store.db.get_cf(store.ids(), IDS_FROM).unwrap();
+        assert_eq!(w.as_deref().and_then(be), Some(1901));
     }
 
     /// The leaf index finds every entry by its leaf hash, whichever epoch it is in
@@ -2454,6 +2840,11 @@ mod tests {
         let store = new_store(dir.path(), "custody.test/ids-cache");
         store.commit(synthetic(store.size(), 3000)).unwrap();
         store.flush_memtables().unwrap();
+        // One table rather than the dozen small ones ingested (each reader has a
+        // fixed cost of ~1.3 KB, which a table of 2^17 keys does not notice).
+        store
+            .db
+            .compact_range_cf(store.ids(), None::<&[u8]>, None::<&[u8]>);
         // Misses only: what they read is the filters and the index, no data block.
         let absent: Vec<EventId> = (0..100u8).map(|i| EventId([i; 32])).collect();
         assert!(store
@@ -2464,8 +2855,8 @@ mod tests {
         let usage = |cf: &ColumnFamily| prop_of(&store, cf, "rocksdb.block-cache-usage");
         let ids = usage(store.ids());
         assert!(ids > 0, "the ids filters and index are in its cache");
-        // Outside the cache the table readers would hold the whole filter: 6,000
-        // keys (`d` and `l` per entry) at 10 bits each, 7,500 bytes.
+        // Outside the cache the table readers would hold the whole filter: 3,000
+        // `d` keys at 10 bits each, 3,750 bytes, and twice that before layout 5.
         let readers = prop_of(&store, store.ids(), "rocksdb.estimate-table-readers-mem");
         assert!(readers < 7_500 / 2, "ids table readers hold {readers} B");
         let shared = usage(store.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME));
@@ -2893,6 +3284,14 @@ mod tests {
         migrate(4, true);
     }
 
+    /// A layout-5 store (every `d` key put with its commit, no `w` key) opens with
+    /// its de-duplication index complete up to its size, and the next commits'
+    /// ids are found both before and after their table is written.
+    #[test]
+    fn a_layout_5_store_is_migrated_when_opened() {
+        migrate(5, true);
+    }
+
     /// A layout-3 store of the genesis and `n` synthetic entries: its directory and
     /// the database's path.
     fn layout_3_store(n: u64) -> (tempfile::TempDir, PathBuf) {
@@ -3045,6 +3444,8 @@ mod tests {
         let ids: Vec<EventId> = entries.iter().map(|e| e.event_id).collect();
         let bytes: Vec<Vec<u8>> = entries.iter().map(|e| e.bytes.clone()).collect();
         store.commit(entries).unwrap();
+        // Every `d` key in `ids`, as layouts 1 to 5 had them.
+        store.flush_memtables().unwrap();
         let leaves: Vec<LeafHash> = (1..=700)
             .map(|i| store.leaf_hash(i).unwrap().unwrap())
             .collect();
@@ -3053,10 +3454,16 @@ mod tests {
         if from <= 3 {
             rewrite_as_layout_3(dir.path(), from == 3 && !drop_families);
         }
-        move_leaf_index_back(dir.path(), from == 4 && !drop_families);
-        if from == 4 {
+        if from <= 4 {
+            move_leaf_index_back(dir.path(), from == 4 && !drop_families);
+        }
+        {
+            // No layout before 6 had the `w` key.
             let (db, _) = open_db(&dir.path().join(DB_DIR), false, false).unwrap();
-            db.put(META_LAYOUT, 4u64.to_be_bytes()).unwrap();
+            db.delete_cf(db.cf_handle(IDS).unwrap(), IDS_FROM).unwrap();
+            if from >= 4 {
+                db.put(META_LAYOUT, from.to_be_bytes()).unwrap();
+            }
         }
         if from < 3 {
             let (mut db, _) = open_db(&dir.path().join(DB_DIR), false, false).unwrap();
@@ -3155,7 +3562,17 @@ mod tests {
             .take_while(|k| k[0] == b'u')
             .count();
         assert_eq!(copies, 3);
+        // The index is complete up to the size it was migrated at: the next
+        // commits' ids are held in memory, then written as tables from there.
+        assert_eq!(store.id_tail.read().unwrap().from, 701);
+        let more = synthetic(701, 600);
+        let more_ids: Vec<EventId> = more.iter().map(|e| e.event_id).collect();
+        store.commit(more).unwrap();
+        assert_eq!(store.index_ids(false).unwrap(), 512);
         drop(store);
-        Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (n, id) in ids.iter().chain(&more_ids).enumerate() {
+            assert_eq!(store.index_of_event(id).unwrap(), Some(n as u64 + 1));
+        }
     }
 }

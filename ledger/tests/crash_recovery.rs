@@ -120,6 +120,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
                 "--test-threads=1",
             ])
             .env(ENV_DIR, dir.path())
+            // Tables of the de-duplication index every 64 entries: kills land while
+            // one is written and ingested too.
+            .env("CUSTODY_ID_RUN", "64")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -175,6 +178,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_receipt() {
                 ledger::entry::leaf_hash(&bytes),
                 r.leaf_hash,
                 "entry {} altered",
+                r.index
+            );
+            // Still found by its id: a resent event is answered as a duplicate.
+            assert_eq!(
+                store.index_of_event(&r.event_id).unwrap(),
+                Some(r.index),
+                "round {round}: the de-duplication index lost entry {}",
                 r.index
             );
             let proof = tree::prove_inclusion(r.index, cp.size, &store).unwrap();

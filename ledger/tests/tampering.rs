@@ -10,7 +10,15 @@ use ledger::types::KeyId;
 use std::path::Path;
 use std::sync::Arc;
 
+/// A log of a registration and `n` scans, stopped as a node stops: its newest ids
+/// written into the de-duplication index's tables.
 fn build(dir: &Path, n: usize) {
+    build_and_stop(dir, n, true);
+}
+
+/// With `clean` false, stopped as by a crash: the ids of the entries since the last
+/// table of the de-duplication index are read again from the entries on open.
+fn build_and_stop(dir: &Path, n: usize, clean: bool) {
     let admin = SigningKey::from_bytes(&[1; 32]);
     let brand = SigningKey::from_bytes(&[2; 32]);
     let store = Arc::new(
@@ -21,7 +29,7 @@ fn build(dir: &Path, n: usize) {
         )
         .unwrap(),
     );
-    let mut seq = Sequencer::start(store, Config::default());
+    let mut seq = Sequencer::start(store.clone(), Config::default());
     let reg = serde_json::to_vec(&serde_json::json!({"kind": "actor.register", "claimed_at": "2026-01-01T00:00:00Z",
         "body": {"key": hex::encode(brand.verifying_key().as_bytes()), "name": "b", "org": "B", "roles": ["brand"]}}))
     .unwrap();
@@ -42,6 +50,9 @@ fn build(dir: &Path, n: usize) {
         .iter()
         .all(|r| r.is_ok()));
     seq.shutdown();
+    if clean {
+        store.flush_memtables().unwrap();
+    }
 }
 
 /// Opens the raw database (as an attacker with disk access would) and applies `f`.
@@ -106,6 +117,24 @@ fn an_altered_entry_in_the_middle_is_named_by_the_full_check() {
     let e = full_check_error(dir.path(), "a middle entry is only found by the full check");
     assert!(
         e.contains("entry 17") && e.contains("the entry was altered"),
+        "{e}"
+    );
+}
+
+/// After a crash the open reads the ids of the entries not yet in the index's
+/// tables again from the entries: one that is no longer an entry is named.
+#[test]
+fn an_unreadable_entry_after_a_crash_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build_and_stop(dir.path(), 300, false);
+    tamper(dir.path(), |db| {
+        let mut e = get(db, "entries", key(b'e', 17));
+        e.truncate(e.len() - 5);
+        put(db, "entries", key(b'e', 17), e);
+    });
+    let e = err(dir.path());
+    assert!(
+        e.contains("entry 17") && e.contains("not a Custody entry"),
         "{e}"
     );
 }

@@ -196,6 +196,11 @@ impl Metrics {
                 "Tree hashes kept in memory: levels 8 and above, and the partial tile's.",
                 memory.upper_levels,
             ),
+            (
+                "custody_store_recent_ids_bytes",
+                "Event ids kept in memory: those committed since the last table of the de-duplication index.",
+                memory.recent_ids,
+            ),
         ] {
             gauge(&mut out, name, help, v);
         }

@@ -232,6 +232,8 @@ pub struct Node {
     /// Holds the data dir (`data/`) and the node's stderr (`node-N.log`).
     dir: tempfile::TempDir,
     args: Vec<String>,
+    /// Set in the node's environment at every launch.
+    env: Vec<(String, String)>,
     starts: u32,
     pub url: String,
     pub http: reqwest::blocking::Client,
@@ -300,8 +302,17 @@ impl Node {
         Node::start_in(tempfile::tempdir().expect("temp dir"), extra)
     }
 
+    /// A fresh node with `env` set in its environment at every launch.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Node::launched(tempfile::tempdir().expect("temp dir"), extra, env)
+    }
+
     /// A node serving `dir/data` (created with the test admin if it holds no log).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
+        Node::launched(dir, extra, &[])
+    }
+
+    fn launched(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
             // Shorter than any idle timeout a test gives the node (hostile.rs: 2 s),
@@ -314,6 +325,10 @@ impl Node {
             child: None,
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
             url: String::new(),
             http,
@@ -341,6 +356,7 @@ impl Node {
             let port = free_port();
             let log = std::fs::File::create(self.log_path()).expect("log file");
             let child = serve_command(&self.data_dir(), port, &self.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stderr(log)
                 .spawn()
                 .expect("starting custody-node");

@@ -69,6 +69,8 @@ fn hashes(v: &Value) -> Vec<RootHash> {
 #[derive(Default)]
 struct Told {
     receipts: Vec<Receipt>,
+    /// The envelope of each receipt, in the same order.
+    envelopes: Vec<Value>,
     checkpoints: Vec<SignedCheckpoint>,
     /// Appends answered 503 (the queue was full): allowed, but counted.
     overloaded: u64,
@@ -147,18 +149,19 @@ fn client(c: &Client, t: u32) {
             (other, _) => panic!("append answered {other}: {body}"),
         }
         let mut checked = Vec::new();
-        for r in &got {
+        for (r, env) in got.iter().zip(envs) {
             assert_eq!(r["duplicate"], false, "{r}");
             let receipt = verify_receipt(r, vkey);
             let cp = log
                 .verify(&receipt.checkpoint)
                 .expect("the receipt's checkpoint verifies");
-            checked.push((receipt, cp));
+            checked.push((receipt, cp, env));
         }
         let mut t = told.lock().unwrap();
-        for (r, cp) in checked {
+        for (r, cp, env) in checked {
             t.receipts.push(r);
             t.checkpoints.push(cp);
+            t.envelopes.push(env);
         }
     }
 }
@@ -350,7 +353,9 @@ fn every_acknowledged_append_survives_sigkill_under_concurrent_load() {
     let seed = seed();
     eprintln!("crash_under_load seed {seed} (CUSTODY_CRASH_SEED={seed} to replay)");
     let mut rng = Rng(seed);
-    let mut node = Node::start();
+    // A table of the de-duplication index every 64 entries, so that kills land
+    // while one is written and ingested too.
+    let mut node = Node::start_with_env(&[], &[("CUSTODY_ID_RUN", "64")]);
     let reg = node.register(&key(2), "Investigator", "Acme SA", &["investigator"]);
     let vkey = node.vkey();
     let first = node.checkpoint();
@@ -446,6 +451,25 @@ fn every_acknowledged_append_survives_sigkill_under_concurrent_load() {
             cp.size
         );
         assert_eq!(frontier.root(), cp.root, "the entries make the signed root");
+
+        // Every event acknowledged this round, sent again, is answered as a
+        // duplicate of its entry: the de-duplication index lost none of them (the
+        // ids not yet in its tables are read again from the entries on start).
+        for (envs, receipts) in told.envelopes.chunks(256).zip(told.receipts.chunks(256)) {
+            let again = node.post_json("/v1/events:batch", &json!({ "envelopes": envs }));
+            let results = again.json()["results"].clone();
+            for (r, want) in results.as_array().expect("results").iter().zip(receipts) {
+                let (index, duplicate) = (&r["receipt"]["index"], &r["receipt"]["duplicate"]);
+                assert!(
+                    r["status"] == 200 && *duplicate == true && *index == want.index,
+                    "round {round}: entry {} sent again was answered {} (duplicate {duplicate}, \
+                     index {index})",
+                    want.index,
+                    r["status"]
+                );
+            }
+            assert_eq!(again.status, 200, "round {round}");
+        }
 
         // And again through the API, as a client holding a receipt or a checkpoint
         // would check: every receipt ever, every checkpoint ever.
