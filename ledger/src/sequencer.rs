@@ -345,6 +345,18 @@ fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
     let (first, _) = store.tile_file_tiles();
     let mut reported = std::time::Instant::now();
     loop {
+        // The de-duplication index's newest ids, a table at a time (Store::index_ids),
+        // whatever becomes of the tile file.
+        let ids_failed = match store.index_ids(false) {
+            Ok(_) => false,
+            Err(e) => {
+                crate::to_stderr!(
+                    "custody: {e}; the newest entries' ids stay in memory meanwhile \
+                     (lookups still find them). Trying again in 10 s"
+                );
+                true
+            }
+        };
         let idle = match store.extend_tile_file(TILES_PER_ROUND, false) {
             Ok(copied) => copied < TILES_PER_ROUND,
             Err(e) => {
@@ -358,12 +370,7 @@ fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
                 continue;
             }
         };
-        // The de-duplication index's newest ids, a table at a time (Store::index_ids).
-        if let Err(e) = store.index_ids(false) {
-            crate::to_stderr!(
-                "custody: {e}; the newest entries' ids stay in memory meanwhile (lookups \
-                 still find them). Trying again in 10 s"
-            );
+        if ids_failed {
             if wait(std::time::Duration::from_secs(10)) {
                 break;
             }

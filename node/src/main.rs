@@ -211,11 +211,11 @@ fn serve(a: ServeArgs) -> Result<()> {
     match state.store.flush_memtables() {
         Ok(()) => tracing::info!(
             secs = flushing.elapsed().as_secs_f64(),
-            "memtables written to table files; the next start replays no log"
+            "memtables and the newest event ids written to table files; the next start replays no log"
         ),
         Err(e) => tracing::warn!(
             error = %e,
-            "could not write the memtables to table files; nothing is lost, the next start replays the write-ahead log instead"
+            "could not write the memtables (or the newest event ids) to table files; nothing is lost, the next start replays the write-ahead log and reads those ids again from the entries instead"
         ),
     }
     tracing::info!(tree_size = state.store.size(), "stopped");
