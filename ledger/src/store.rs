@@ -1480,19 +1480,6 @@ impl Store {
         // Every `d` key of layouts 1 to 5 is in `ids` now (copied there from layout
         // 1's default family): the index is complete up to the tree size.
         let complete = self.size().to_be_bytes();
-        if from == 5 {
-            let mut last = WriteBatch::default();
-            last.put_cf(self.ids(), IDS_FROM, complete);
-            last.put(META_LAYOUT, LAYOUT.to_be_bytes());
-            self.db
-                .write_opt(last, &synced())
-                .map_err(LedgerError::storage)?;
-            crate::to_stderr!(
-                "custody: {} is now in key layout {LAYOUT}",
-                self.dir.display()
-            );
-            return Ok(());
-        }
         // Key ranges [from, to) of the default family, and of `hashes`.
         let mut moved: Vec<[u8; 2]> = Vec::new();
         if from <= 2 {
@@ -1502,20 +1489,30 @@ impl Store {
             moved.extend([*b"de", *b"lm"]);
         }
         let mut last = WriteBatch::default();
-        for r in &moved {
-            last.delete_range(&r[..1], &r[1..]);
+        // Layout 5 moved nothing: it only needs `w`.
+        if from <= 4 {
+            for r in &moved {
+                last.delete_range(&r[..1], &r[1..]);
+            }
+            // The leaf index, copied into `leaves` from `ids` (layouts 2 to 4; from
+            // layout 1, a migration cut short by an older release left copies there).
+            last.delete_range_cf(self.ids(), b"l", b"m");
+            // Layout 3's hashes; or copies left in `hashes` by an older release's
+            // migration from layout 1 or 2 that was cut short.
+            last.delete_range_cf(self.hashes_cf(), b"h", b"i");
         }
-        // The leaf index, copied into `leaves` from `ids` (layouts 2 to 4; from
-        // layout 1, a migration cut short by an older release left copies there).
-        last.delete_range_cf(self.ids(), b"l", b"m");
-        // Layout 3's hashes; or copies left in `hashes` by an older release's
-        // migration from layout 1 or 2 that was cut short.
-        last.delete_range_cf(self.hashes_cf(), b"h", b"i");
         last.put_cf(self.ids(), IDS_FROM, complete);
         last.put(META_LAYOUT, LAYOUT.to_be_bytes());
         self.db
             .write_opt(last, &synced())
             .map_err(LedgerError::storage)?;
+        if from == 5 {
+            crate::to_stderr!(
+                "custody: {} is now in key layout {LAYOUT}",
+                self.dir.display()
+            );
+            return Ok(());
+        }
         crate::to_stderr!(
             "custody: {} is now in key layout {LAYOUT}; reclaiming the old keys' space",
             self.dir.display()
