@@ -2262,7 +2262,8 @@ impl Store {
     /// A full check of the store (an operator's fsck): every entry hashes to its
     /// stored leaf hash, every stored tree hash (tiles and upper levels) is the hash
     /// of the entries below it, the tree recomputed from the entries alone has the
-    /// signed root, and no entry lies beyond it. Slower than the checks on open
+    /// signed root, no entry lies beyond it, and each entry's event id is found in
+    /// the de-duplication index at that entry. Slower than the checks on open
     /// (O(n)); the first problem is named by index. `progress` is called every
     /// 4,096 entries.
     pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
@@ -2275,6 +2276,9 @@ impl Store {
         // hashes are those the store keeps for that tile, in the same order.
         let mut tile = tree::MemoryTree::new();
         let mut level8 = Vec::new();
+        // The tile's event ids, checked against the de-duplication index once its
+        // hashes are (an altered entry is named as such first).
+        let mut ids: Vec<Result<EventId>> = Vec::with_capacity(tree::TILE_WIDTH as usize);
         for index in 0..cp.size {
             let (k, bytes) = match it.next() {
                 Some(Ok(kv)) => kv,
@@ -2287,9 +2291,11 @@ impl Store {
             let leaf = leaf_hash(&bytes);
             frontier.push(leaf);
             tile.push(leaf);
+            ids.push(logged_event_id(&bytes));
             if tile.size() == tree::TILE_WIDTH {
                 let n = index / tree::TILE_WIDTH;
                 self.check_tile(n, &tile)?;
+                self.check_ids(n * tree::TILE_WIDTH, std::mem::take(&mut ids))?;
                 level8.push(tile.hashes()[TILE_HASHES]);
                 tile = tree::MemoryTree::new();
             }
@@ -2315,6 +2321,7 @@ impl Store {
                 cp.root
             )));
         }
+        self.check_ids(cp.size - cp.size % tree::TILE_WIDTH, ids)?;
         // Proofs and roots read levels >= 8 from memory, loaded from their `u`
         // copies: each must be the hash of the entries below it.
         let upper = self.upper.read().expect("upper lock").clone();
@@ -2336,6 +2343,33 @@ impl Store {
         }
         progress(cp.size, cp.size);
         Ok(())
+    }
+
+    /// The event ids of entries `first..` (`ids`, read from them) against the
+    /// de-duplication index: each must be found at its own entry, or an event sent
+    /// again would be logged twice, or answered with another entry's receipt.
+    fn check_ids(&self, first: Index, ids: Vec<Result<EventId>>) -> Result<()> {
+        let ids: Vec<EventId> = ids
+            .into_iter()
+            .zip(first..)
+            .map(|(id, i)| {
+                id.map_err(|e| {
+                    LedgerError::corrupt(format!(
+                        "entry {i} does not parse as an entry ({}): its bytes were altered",
+                        e.detail
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let found = self.indexes_of_events(&ids)?;
+        match found.iter().zip(first..).find(|(f, i)| **f != Some(*i)) {
+            None => Ok(()),
+            Some((f, i)) => Err(LedgerError::corrupt(format!(
+                "the de-duplication index holds {} for the event of entry {i} ({})",
+                f.map_or("nothing".to_owned(), |f| format!("entry {f}")),
+                ids[(i - first) as usize]
+            ))),
+        }
     }
 
     /// Full tile `n`'s stored hashes against `leaves`, the tree of its 256 entries;
@@ -3341,6 +3375,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = new_store(dir.path(), "custody.test/layout");
             store.commit(synthetic(1, 600)).unwrap();
+            // Every `d` key in `ids`, as layout 4 had them.
+            store.flush_memtables().unwrap();
             let cp = store.checkpoint();
             let leaf = store.leaf_hash(77).unwrap().unwrap();
             drop(store);
@@ -3466,6 +3502,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = new_store(dir.path(), "custody.test/layout");
         store.commit(synthetic(1, n)).unwrap();
+        // Every `d` key in `ids`, as layout 3 had them.
+        store.flush_memtables().unwrap();
         drop(store);
         rewrite_as_layout_3(dir.path(), false);
         move_leaf_index_back(dir.path(), false);

@@ -139,6 +139,28 @@ fn an_unreadable_entry_after_a_crash_is_refused_on_open() {
     );
 }
 
+/// An event id missing from the de-duplication index (an event sent again would
+/// be logged twice) is named by the full check, with its entry.
+#[test]
+fn a_lost_de_duplication_key_is_named_by_the_full_check() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 300);
+    tamper(dir.path(), |db| {
+        let id = ledger::replay::logged_event_id(&get(db, "entries", key(b'e', 17))).unwrap();
+        let mut k = vec![b'd'];
+        k.extend_from_slice(&id.0);
+        db.delete_cf(db.cf_handle("ids").unwrap(), k).unwrap();
+    });
+    let e = full_check_error(
+        dir.path(),
+        "a lost index key is only found by the full check",
+    );
+    assert!(
+        e.contains("de-duplication index holds nothing for the event of entry 17"),
+        "{e}"
+    );
+}
+
 #[test]
 fn an_altered_stored_leaf_hash_is_named_by_the_full_check() {
     let dir = tempfile::tempdir().unwrap();
