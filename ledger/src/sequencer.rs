@@ -53,8 +53,9 @@ pub struct Prior {
 /// too large for the page cache does not put a disk read per event on the one
 /// thread that orders the log. None if the read failed (the sequencer then reads).
 pub fn look_up(store: &Store, items: &[Result<Opened>]) -> Option<Prior> {
-    // The size first: an event whose commit the size already shows is in RocksDB
-    // before the read below starts; later commits the sequencer remembers itself.
+    // The size first: an event whose commit the size already shows is in the
+    // store's tail of recent ids or in RocksDB before the read below starts; later
+    // commits the sequencer remembers itself.
     let size = store.size();
     let ids: Vec<EventId> = items
         .iter()
@@ -344,19 +345,21 @@ fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
     };
     let (first, _) = store.tile_file_tiles();
     let mut reported = std::time::Instant::now();
+    // A failed table of event ids is tried again after this, at the tile file's
+    // own pace meanwhile.
+    let mut ids_retry = std::time::Instant::now();
     loop {
         // The de-duplication index's newest ids, a table at a time (Store::index_ids),
         // whatever becomes of the tile file.
-        let ids_failed = match store.index_ids(false) {
-            Ok(_) => false,
-            Err(e) => {
+        if std::time::Instant::now() >= ids_retry {
+            if let Err(e) = store.index_ids(false) {
                 crate::to_stderr!(
                     "custody: {e}; the newest entries' ids stay in memory meanwhile \
                      (lookups still find them). Trying again in 10 s"
                 );
-                true
+                ids_retry = std::time::Instant::now() + std::time::Duration::from_secs(10);
             }
-        };
+        }
         let idle = match store.extend_tile_file(TILES_PER_ROUND, false) {
             Ok(copied) => copied < TILES_PER_ROUND,
             Err(e) => {
@@ -370,12 +373,6 @@ fn fill_tile_file(store: &Store, stopped: &Receiver<()>) {
                 continue;
             }
         };
-        if ids_failed {
-            if wait(std::time::Duration::from_secs(10)) {
-                break;
-            }
-            continue;
-        }
         let (have, full) = store.tile_file_tiles();
         // A long fill (a large log's first start) says how far it is.
         if !idle && reported.elapsed().as_secs() >= 10 {

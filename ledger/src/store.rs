@@ -197,14 +197,12 @@ type IdMap = HashMap<EventId, Index>;
 
 impl IdTail {
     fn new(from: Index) -> IdTail {
-        let run = id_run();
+        let empty = IdTail::unloaded();
         IdTail {
-            run,
             from,
             next: from,
-            sealed: None,
-            map: IdTail::fresh_map(run),
-            retry_at: 0,
+            map: IdTail::fresh_map(empty.run),
+            ..empty
         }
     }
 
@@ -268,6 +266,17 @@ fn upper_key(level: u8, n: u64) -> Vec<u8> {
     v.extend_from_slice(&n.to_be_bytes());
     v
 }
+/// The event id of entry `index`, read from its `bytes` ([`logged_event_id`]); an
+/// entry that does not parse is named as altered.
+fn entry_event_id(index: Index, bytes: &[u8]) -> Result<EventId> {
+    logged_event_id(bytes).map_err(|e| {
+        LedgerError::corrupt(format!(
+            "entry {index} does not parse as an entry ({}): its bytes were altered",
+            e.detail
+        ))
+    })
+}
+
 fn be(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
@@ -528,7 +537,8 @@ fn db_options(direct_io: bool) -> (Options, Vec<(&'static str, Options)>) {
         // its keys, its filters and its compactions.) (Ribbon filters take ~30%
         // less memory but cost enough CPU to build, at every flush and compaction,
         // to cut batch appends by ~15% on 2 cores.)
-        // Random keys: every file flushed to level 0 overlaps the whole base level,
+        // Random keys: every file flushed (since layout 6, ingested) to level 0
+        // overlaps the whole base level,
         // so each level-0 compaction rewrites all of it. 16 MiB memtables and 8
         // level-0 files per compaction (instead of 8 MiB and 4) merge 4x as much new
         // data per rewrite: at 25M-27M entries the family's compactions wrote
@@ -542,7 +552,9 @@ fn db_options(direct_io: bool) -> (Options, Vec<(&'static str, Options)>) {
             f.set_compression_type(rocksdb::DBCompressionType::None);
             // A Bloom filter over each memtable's keys (2% of its size, ~14 bits a
             // key): the de-duplication check of a new event, which almost always
-            // misses, then skips the two memtables' skip lists.
+            // misses, then skipped the two memtables' skip lists. Since layout 6 the
+            // keys arrive as ingested tables and the memtables stay empty (but for
+            // `w` at a migration), so neither the filter nor their size costs memory.
             f.set_memtable_prefix_bloom_ratio(0.02);
             f.set_memtable_whole_key_filtering(true);
             f.set_level_zero_file_num_compaction_trigger(8);
@@ -1541,16 +1553,7 @@ impl Store {
     /// their table was ingested (none after a clean stop, which ingests them).
     fn load_id_tail(&self) -> Result<()> {
         // A table written but not ingested when the node stopped.
-        let stale = self.dir.join(ID_RUN_FILE);
-        if stale.exists() {
-            std::fs::remove_file(&stale).map_err(|e| {
-                LedgerError::storage(format!(
-                    "removing {}, a table of event ids left by a stop: {e}; remove it \
-                     by hand and start again",
-                    stale.display()
-                ))
-            })?;
-        }
+        self.remove_id_run_file()?;
         let from = self
             .db
             .get_cf(self.ids(), IDS_FROM)
@@ -1603,14 +1606,9 @@ impl Store {
         let mut ids = Vec::with_capacity((to - from) as usize);
         for i in from..to {
             ids.push(match (it.key(), it.value()) {
-                (Some([b'e', n @ ..]), Some(value)) if be(n) == Some(i) => logged_event_id(value)
-                    .map_err(|e| {
-                    LedgerError::corrupt(format!(
-                        "entry {i}, read again for its event id, is unreadable ({}): its \
-                         bytes were altered",
-                        e.detail
-                    ))
-                })?,
+                (Some([b'e', n @ ..]), Some(value)) if be(n) == Some(i) => {
+                    entry_event_id(i, value)?
+                }
                 _ => {
                     it.status().map_err(LedgerError::storage)?;
                     return Err(LedgerError::corrupt(format!("entry {i} is missing")));
@@ -1632,14 +1630,21 @@ impl Store {
         let mut written = 0;
         loop {
             let (from, to, mut keys) = {
-                let mut tail = self.id_tail.write().expect("id tail lock");
-                if tail.sealed.is_none() {
-                    // A table that failed to be written is tried again as it was.
+                // Looked at under the read lock (the tile thread asks every 50 ms);
+                // only this function, under `id_runs`, seals, so the answer holds.
+                let fresh = {
+                    let tail = self.id_tail.read().expect("id tail lock");
                     let held = tail.next - tail.from;
-                    if held == 0 || (!all && held < tail.run) {
-                        return Ok(written);
+                    // A table that failed to be written is tried again as it was.
+                    match tail.sealed {
+                        Some(_) => None,
+                        None if held == 0 || (!all && held < tail.run) => return Ok(written),
+                        None => Some(tail.run),
                     }
-                    let fresh = IdTail::fresh_map(tail.run);
+                }
+                .map(IdTail::fresh_map);
+                let mut tail = self.id_tail.write().expect("id tail lock");
+                if let Some(fresh) = fresh {
                     let map = std::mem::replace(&mut tail.map, fresh);
                     tail.sealed = Some((tail.next, std::sync::Arc::new(map)));
                 }
@@ -1666,6 +1671,22 @@ impl Store {
         }
     }
 
+    /// Removes a table file left at [`ID_RUN_FILE`] (by a stop before it was
+    /// ingested, or after, as a link into the database), if there is one.
+    fn remove_id_run_file(&self) -> Result<()> {
+        let path = self.dir.join(ID_RUN_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LedgerError::storage(format!(
+                    "removing {}, a table of event ids left from before: {e}; check the \
+                     log directory's permissions, or remove it by hand",
+                    path.display()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// One table: `keys` (sorted, the ids of entries `from..to`) and `w` = `to`,
     /// ingested into `ids` in one step, so the `w` key never says more than the
     /// family holds.
@@ -1686,16 +1707,12 @@ impl Store {
             .1;
         // Once ingested, the file is linked into the database: were the name outside
         // it left over, writing there would overwrite a live table. So it goes first.
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LedgerError::storage(format!(
-                    "removing {} before writing the table of the ids of entries {from}..{to}: \
-                     {e}; check the log directory's permissions",
-                    path.display()
-                )))
-            }
-            _ => {}
-        }
+        self.remove_id_run_file().map_err(|e| {
+            LedgerError::storage(format!(
+                "writing the table of the ids of entries {from}..{to}: {}",
+                e.detail
+            ))
+        })?;
         let mut w = rocksdb::SstFileWriter::create(options);
         w.open(&path).map_err(|e| failed("creating", e))?;
         for (key, index) in keys {
@@ -2055,8 +2072,9 @@ impl Store {
     }
 
     /// Commits a group: assigns indices from the current size, writes entries, the
-    /// tiles of hashes it completes, the de-duplication and leaf indexes, actor and
-    /// case changes and the new signed checkpoint in ONE synced write batch.
+    /// tiles of hashes it completes, the leaf index, actor and case changes and the
+    /// new signed checkpoint in ONE synced write batch, then adds the group's event
+    /// ids to the de-duplication index's tail ([`IdTail`]).
     pub fn commit(&self, group: Vec<NewEntry>) -> Result<Committed> {
         let _writer = self.commit_lock.lock().expect("commit lock");
         let start = self.size();
@@ -2291,7 +2309,7 @@ impl Store {
             let leaf = leaf_hash(&bytes);
             frontier.push(leaf);
             tile.push(leaf);
-            ids.push(logged_event_id(&bytes));
+            ids.push(entry_event_id(index, &bytes));
             if tile.size() == tree::TILE_WIDTH {
                 let n = index / tree::TILE_WIDTH;
                 self.check_tile(n, &tile)?;
@@ -2349,18 +2367,7 @@ impl Store {
     /// de-duplication index: each must be found at its own entry, or an event sent
     /// again would be logged twice, or answered with another entry's receipt.
     fn check_ids(&self, first: Index, ids: Vec<Result<EventId>>) -> Result<()> {
-        let ids: Vec<EventId> = ids
-            .into_iter()
-            .zip(first..)
-            .map(|(id, i)| {
-                id.map_err(|e| {
-                    LedgerError::corrupt(format!(
-                        "entry {i} does not parse as an entry ({}): its bytes were altered",
-                        e.detail
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        let ids: Vec<EventId> = ids.into_iter().collect::<Result<_>>()?;
         let found = self.indexes_of_events(&ids)?;
         match found.iter().zip(first..).find(|(f, i)| **f != Some(*i)) {
             None => Ok(()),
@@ -2647,10 +2654,10 @@ mod tests {
             .contains("probe")));
     }
 
-    /// A group's de-duplication keys go in in key order, not the group's: every
-    /// event of a large group is still found at its own index, by one lookup and by
-    /// the MultiGet, before and after a flush; an id put twice in one group (the
-    /// sequencer never does) ends at its later index, as puts in arrival order did.
+    /// Every event of a large group is found at its own index, by one lookup and by
+    /// the MultiGet, from the tail and after a clean stop wrote it as a table; an id
+    /// committed twice in one group (the sequencer never does) ends at its later
+    /// index, as puts in arrival order did.
     #[test]
     fn every_event_of_a_group_is_found_by_its_id() {
         let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,8 @@ pub enum Cmd {
     /// Serve a log over HTTP until SIGTERM or Ctrl-C.
     Serve(Box<ServeArgs>),
     /// Check a stopped log in full (every entry against the tree, the root against
-    /// the signed checkpoint); names the first damaged entry. Exits non-zero if any.
+    /// the signed checkpoint, every event id against the de-duplication index); names
+    /// the first damaged entry. Exits non-zero if any.
     Check(CheckArgs),
 }
 
